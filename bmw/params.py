@@ -1,0 +1,217 @@
+"""The one typed schema of `params.yaml`.
+
+Every stage calls `load_params()` first: an unknown or malformed key fails with a message that names the
+key and, where the choices are fixed, the accepted values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScrapeParams(Strict):
+    source: str = "bundled"  # "bundled" serves the packaged mirror on 127.0.0.1; otherwise the site's URL
+    until: dt.date = dt.date(2026, 12, 31)  # newest release date in the snapshot
+    target: int = Field(1000, ge=1)  # at most this many articles, newest first
+    concurrency: int = Field(4, ge=1, le=32)  # per domain
+    delay_s: float = Field(0.0, ge=0)
+    autothrottle: bool = True
+    timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(2, ge=0)
+    max_pdf_mb: float = Field(20.0, gt=0)
+    obey_robots: bool = True
+    user_agent: str = "bmw-press-llm/0.1 (research crawler; +https://github.com/bmw-press-llm)"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v != "bundled" and not v.startswith(("http://", "https://")):
+            raise ValueError("must be 'bundled' or an http(s) URL of the press site")
+        return v
+
+
+class CleanParams(Strict):
+    extraction: Literal["plain", "layout"] = "plain"  # pypdf extraction_mode
+    max_removed_share: float = Field(0.6, gt=0, le=1)  # guard: more removed than this -> rejects, not emptied
+    min_chars: int = Field(200, ge=0)
+    languages: list[Literal["en", "de"]] = ["en"]  # languages kept; others go to rejects
+    workers: int = Field(2, ge=1)
+
+
+class FilterParams(Strict):
+    enabled: bool = False
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "openai/gpt-oss-120b"
+    api_key_env: str = "OPENAI_API_KEY"  # the name of the variable; the key itself is never written
+    prompt_version: int = Field(1, ge=1)
+    chunk_chars: int = Field(6000, ge=500)
+    concurrency: int = Field(4, ge=1)
+    max_retries: int = Field(4, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    min_keep_ratio: float = Field(0.5, gt=0, le=1)  # faithfulness: an answer keeping less is not used
+    cache_dir: str = ".cache/llm_filter"
+
+
+class SplitParams(Strict):
+    validation: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> "SplitParams":
+        if self.validation + self.test >= 1:
+            raise ValueError("validation + test must be below 1")
+        return self
+
+
+class FormatParams(Strict):
+    style: Literal["instruct", "qa", "both"] = "instruct"
+    system_prompt: str = "You are a writer for BMW Group Corporate Communications."
+    split: SplitParams = SplitParams()
+    qa_per_article: int = Field(4, ge=1)
+    mcqa_per_article: int = Field(3, ge=1)
+    mcqa_choices: int = Field(4, ge=2)
+    eval_prompts: int = Field(8, ge=1)
+
+
+class BaseModelParams(Strict):
+    name: str = "tiny"  # "tiny", a Hub id (e.g. Qwen/Qwen3-8B) or a local path
+    revision: str = "main"  # pin a commit hash for Hub ids
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class DroppedParams(Strict):
+    layers: Union[list[int], Literal["auto"]] = [16]
+    count: int = Field(1, ge=1)  # with layers: auto, how many lowest-influence layers to drop
+
+
+class PrunedParams(Strict):
+    keep: int = Field(24, ge=1)
+    keep_last: bool = False  # keep the final layer after the first keep-1
+    score: Literal["prefix", "block_influence", "angular"] = "prefix"
+
+
+class LacoParams(Strict):
+    C: int = Field(3, ge=2)  # layers merged per collapse
+    L: int = Field(4, ge=0)  # lowest layer index that may merge
+    H: int = Field(28, ge=1)  # highest layer index that may merge
+    I: int = Field(2, ge=1)  # noqa: E741  step down after an accepted merge
+    T: float = Field(0.85, gt=-1, le=1)  # cosine threshold on final hidden states
+    max_compression: float = Field(0.3, gt=0, lt=1)
+    merge: Literal["rdsc", "last"] = "rdsc"
+    calibration_docs: int = Field(16, ge=1)
+
+
+ModelType = Literal["original", "dropped", "pruned", "laco"]
+
+
+class ModelParams(Strict):
+    type: ModelType = "original"
+    dropped: DroppedParams = DroppedParams()
+    pruned: PrunedParams = PrunedParams()
+    laco: LacoParams = LacoParams()
+    calibration_tokens: int = Field(4096, ge=64)
+
+
+class VariantParams(Strict):
+    method: Literal["none", "full", "lora"] = "lora"
+    type: ModelType | None = None  # pins an architecture; None follows model.type
+    epochs: float = Field(3, gt=0)
+    lr: float = Field(2e-4, gt=0)
+    r: int = Field(16, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class TrainParams(Strict):
+    backend: Literal["auto", "transformers", "unsloth"] = "auto"
+    max_length: int = Field(512, ge=16)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    scheduler: Literal["linear", "cosine", "constant"] = "cosine"
+    assistant_only_loss: bool = False
+    packing: bool = False
+    eval_steps: int = Field(20, ge=1)
+    save_total_limit: int = Field(2, ge=1)
+    early_stopping_patience: int = Field(3, ge=1)
+    gradient_checkpointing: bool = False
+
+
+class EvalParams(Strict):
+    window: int = Field(512, ge=8)
+    stride: int = Field(256, ge=1)
+    se_samples: int = Field(5, ge=2)
+    se_prompts: int = Field(5, ge=1)
+    se_clustering: Literal["embedding", "nli"] = "embedding"
+    se_threshold: float = Field(0.9, gt=0, le=1)
+    nli_model: str | None = None
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.7, gt=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    enable_thinking: bool = False
+    batch_size: int = Field(8, ge=1)
+    lm_eval_tasks: list[str] = []
+
+    @model_validator(mode="after")
+    def _stride(self) -> "EvalParams":
+        if self.stride > self.window:
+            raise ValueError("stride must not exceed window")
+        return self
+
+
+class Params(Strict):
+    seed: int = 42
+    scrape: ScrapeParams = ScrapeParams()
+    clean: CleanParams = CleanParams()
+    filter: FilterParams = FilterParams()
+    format: FormatParams = FormatParams()
+    base: BaseModelParams = BaseModelParams()
+    model: ModelParams = ModelParams()
+    variants: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], VariantParams] = {
+        "baseline": VariantParams(method="none")
+    }
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+
+    def variant(self, name: str) -> VariantParams:
+        if name not in self.variants:
+            raise ParamsError(f"variants.{name}: no such variant; defined: {', '.join(sorted(self.variants))}")
+        return self.variants[name]
+
+    def variant_type(self, name: str) -> ModelType:
+        return self.variant(name).type or self.model.type
+
+
+class ParamsError(ValueError):
+    """A params file that does not match the schema; the message names each bad key."""
+
+
+def _describe(err: dict) -> str:
+    key = ".".join(str(p) for p in err["loc"]) or "<root>"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    return f"{key}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_params(data: dict | None, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(data or {})
+    except ValidationError as e:
+        lines = "\n  ".join(_describe(err) for err in e.errors())
+        raise ParamsError(f"{source} is invalid:\n  {lines}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    with path.open(encoding="utf-8") as f:
+        return parse_params(yaml.safe_load(f), str(path))
