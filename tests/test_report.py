@@ -1,0 +1,61 @@
+"""The report reads real metric files as train/eval write them and renders tables, PNGs and a model card."""
+
+import json
+from pathlib import Path
+
+from bmw.io import write_json, write_jsonl
+from bmw.params import parse_params
+from bmw.report.collect import collect
+from bmw.report.render import make_plots, model_card, report_markdown
+from bmw.report.tables import training_table, variant_table
+
+
+def _write_variant(root: Path, name: str, type_: str, method: str, ppl: float, per_epoch: float | None):
+    train = root / "train" / name
+    write_json(train / "metrics.json", {
+        "trained": method != "none", "method": method, "type": type_, "layers": 36 if type_ == "original" else 24,
+        "total_params": 1_500_000, "trainable_params": 0 if method == "none" else 90_000,
+        "time_per_epoch_s": per_epoch, "epochs_run": 3, "tokens_per_second": 1000.0, "best_eval_loss": 2.5,
+        "best_step": 20, "final_train_loss": 2.4})
+    if method != "none":
+        curves = train / "plots" / "metrics"
+        (curves / "eval").mkdir(parents=True)
+        (curves / "loss.tsv").write_text("step\tloss\n10\t3.0\n20\t2.5\n")
+        (curves / "eval" / "loss.tsv").write_text("step\tloss\n10\t3.1\n20\t2.6\n")
+    ev = root / "eval" / name
+    write_json(ev / "metrics.json", {
+        "perplexity": {"ppl": ppl, "bits_per_byte": 1.5}, "test_loss": 2.0,
+        "semantic_entropy": {"discrete": 0.5, "weighted": 0.4, "clustering": "embedding:all-MiniLM-L6-v2"},
+        "mcqa": {"acc": 0.5, "acc_norm": 0.25, "n": 4, "by_type": {"date": {"acc": 0.5, "acc_norm": 0.5, "n": 2}}},
+        "qa_loglik": {"mean": -2.0, "n": 3}})
+    write_jsonl(ev / "generations.jsonl", [{"id": "p1", "prompt": "Tell me about: X | Y", "answer": f"{name} says"}])
+
+
+def test_report_from_metric_files(tmp_path):
+    metrics = tmp_path / "metrics"
+    _write_variant(metrics, "baseline", "pruned", "none", 90.0, None)
+    _write_variant(metrics, "full", "original", "full", 10.0, 20.0)
+    _write_variant(metrics, "lora_pruned", "pruned", "full", 12.0, 10.0)
+    params = parse_params({"variants": {"baseline": {"method": "none"}, "full": {"method": "full"},
+                                        "lora_pruned": {"method": "full", "type": "pruned"}}})
+    results = collect(["baseline", "full", "lora_pruned"], metrics)
+    assert results[1].train_curve == [(10, 3.0), (20, 2.5)] and results[0].train_curve == []
+
+    table = variant_table(results)
+    assert "| full | original | full | 36 | **10.00** |" in table
+    # Speed-up against the same method on the original architecture: 20 s / 10 s.
+    assert "2.00x" in training_table(results)
+
+    figures = make_plots(results, tmp_path / "plots")
+    assert set(figures) == {"loss", "bars", "mcqa"}
+    first = {k: p.read_bytes() for k, p in figures.items()}
+    assert make_plots(results, tmp_path / "plots") and {k: p.read_bytes() for k, p in figures.items()} == first
+
+    report_dir = tmp_path / "reports"
+    text = report_markdown(results, params, figures, report_dir, {"train": {"rows": 80}}, {"layers_after": 24})
+    assert "![Loss curves](../plots/loss_curves.png)" in text
+    assert "Tell me about: X \\| Y" in text and "lora_pruned says" in text
+    assert "embedding:all-MiniLM-L6-v2" in text
+    card = model_card(results, params)
+    assert card.startswith("---\n") and "value: 10.0000" in card and "Best test perplexity: **full**" in card
+    json.dumps(text)  # plain text, no objects leaked in
