@@ -7,7 +7,7 @@ from bmw.report.collect import collect
 from bmw.report.tables import variant_table
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     params = load_params()
     print(variant_table(collect(list(params.variants))))
 

@@ -1,0 +1,36 @@
+"""The cross-type table reads `dvc exp show --json` as DVC 3 writes it (captured from a real run)."""
+
+from bmw.report.experiments import cross_type_rows, cross_type_table
+
+
+def _data(type_: str, ppl_lora: float, ppl_full: float) -> dict:
+    return {
+        "params": {"params.yaml": {"data": {"model": {"type": type_},
+                                            "variants": {"full": {"method": "full"}, "lora": {"method": "lora"},
+                                                         "dropped_lora": {"method": "lora", "type": "dropped"}}}}},
+        "metrics": {
+            "metrics/eval/full/metrics.json": {"data": {"perplexity": {"ppl": ppl_full, "bits_per_byte": 1.2}}},
+            "metrics/eval/lora/metrics.json": {"data": {"perplexity": {"ppl": ppl_lora},
+                                                        "semantic_entropy": {"discrete": 0.5}, "mcqa": {"acc": 0.25}}},
+        },
+    }
+
+
+EXP_SHOW = [
+    {"rev": "workspace", "name": None, "data": _data("pruned", 1.0, 1.0), "experiments": None},
+    {"rev": "4a24c4f" + "0" * 33, "name": "main", "data": _data("original", 11.4, 5.59), "experiments": [
+        {"name": "skint-weal", "revs": [{"rev": "989e" + "0" * 36, "data": _data("laco", 20.0, 9.0)}]},
+        {"name": "loamy-awls", "revs": [{"rev": "7db6" + "0" * 36, "data": _data("pruned", 14.96, 11.6)}]},
+        {"name": "older-pruned", "revs": [{"rev": "1111" + "0" * 36, "data": _data("pruned", 99.0, 99.0)}]},
+    ]},
+]
+
+
+def test_rows_per_type_and_variant_newest_run_wins():
+    rows = cross_type_rows(EXP_SHOW)
+    names = [r[0] for r in rows]
+    assert names == ["original/full", "original/lora", "dropped/dropped_lora", "pruned/full", "pruned/lora",
+                     "laco/full", "laco/lora"]
+    assert rows[0] == ["original/full", "main", "5.59", "-", "-", "1.200"]
+    assert rows[4][:3] == ["pruned/lora", "loamy-awls", "14.96"] and rows[4][3:5] == ["0.500", "0.250"]
+    assert "older-pruned" not in cross_type_table(EXP_SHOW)
