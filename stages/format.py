@@ -1,0 +1,57 @@
+"""format: filtered documents -> Qwen3 ChatML rows per split, held-out eval sets, stats, plot and data set card.
+
+python -m stages.format
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from bmw.chat import dataset
+from bmw.chat.card import render_card
+from bmw.chat.stats import dataset_stats, histogram_png, metrics, token_counts
+from bmw.io import atomic_open, read_jsonl, write_bytes, write_json
+from bmw.models.tokenizer import load_tokenizer
+from bmw.params import load_params
+
+log = logging.getLogger("stages.format")
+
+DOCUMENTS = Path("data/filtered/documents.jsonl")
+FILTER_SUMMARY = Path("data/filtered/summary.json")
+CRAWL = Path("data/raw/crawl.json")
+OUT = Path("data/processed")
+PLOT = Path("plots/data/tokens_per_document.png")
+METRICS = Path("metrics/data.json")
+
+
+def _optional_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    docs = read_jsonl(DOCUMENTS)
+    log.info("formatting %d documents in style %s", len(docs), params.format.style)
+    data = dataset.build(docs, params.format, params.seed)
+    dataset.write(data, OUT)
+
+    tokenizer = load_tokenizer(params.base)
+    tokens = {name: token_counts([d["text"] for d in split], tokenizer) for name, split in data.documents.items()}
+    stats = dataset_stats(data, tokens)
+    write_json(OUT / "stats.json", stats)
+    write_json(METRICS, metrics(stats))
+    write_bytes(PLOT, histogram_png(tokens))
+
+    crawl = _optional_json(CRAWL)
+    card = render_card(stats, params.format, params.seed, plot=str(Path("../..") / PLOT),
+                       source=crawl and crawl.get("source"), filtering=_optional_json(FILTER_SUMMARY))
+    with atomic_open(OUT / "README.md") as f:
+        f.write(card)
+    log.info("rows: %s; eval: %s", {k: v["rows"] for k, v in stats["splits"].items()}, metrics(stats)["eval"])
+
+
+if __name__ == "__main__":
+    main()
