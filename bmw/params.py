@@ -41,7 +41,7 @@ class ScrapeParams(Strict):
 
 class CleanParams(Strict):
     extraction: Literal["plain", "layout"] = "plain"  # pypdf extraction_mode
-    max_removed_share: float = Field(0.6, gt=0, le=1)  # guard: more removed than this -> rejects, not emptied
+    max_removed_share: float = Field(0.85, gt=0, le=1)  # guard: more removed than this -> rejects, not emptied
     min_chars: int = Field(200, ge=0)
     languages: list[Literal["en", "de"]] = ["en"]  # languages kept; others go to rejects
     workers: int = Field(2, ge=1)

@@ -1,0 +1,39 @@
+"""DVC stage `clean`: data/raw/ -> data/clean/documents.jsonl, data/clean/rejects.jsonl, metrics/clean.json.
+
+python -m stages.clean
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bmw.io import read_jsonl, write_json, write_jsonl
+from bmw.params import load_params
+from bmw.text.documents import build_documents, summarize
+
+RAW = Path("data/raw")
+OUT = Path("data/clean")
+METRICS = Path("metrics/clean.json")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # broken PDFs are expected; their reasons go to rejects
+    params = load_params()
+    source = RAW / "articles.jsonl"
+    if not source.exists():
+        raise SystemExit(f"{source} is missing: run the scrape stage first")
+    articles = read_jsonl(source)
+    documents, rejects = build_documents(articles, RAW, params.clean)
+    write_jsonl(OUT / "documents.jsonl", documents, sort_key="id")
+    write_jsonl(OUT / "rejects.jsonl", rejects, sort_key=("id", "file"))
+    metrics = summarize(articles, documents, rejects)
+    write_json(METRICS, metrics)
+    logging.getLogger("stages.clean").info(
+        "%d documents (%s), removed %.1f%% of the characters; rejects: %s", metrics["documents"],
+        metrics["sources"], 100 * metrics["removed_share"], metrics["reject_reasons"])
+
+
+if __name__ == "__main__":
+    main()
