@@ -1,0 +1,29 @@
+"""DVC stage `scrape`: the press site (or the bundled mirror) -> data/raw/articles.jsonl, failures.jsonl,
+crawl.json and pdfs/. Incremental: articles already in data/raw (a `persist: true` output) are not fetched again.
+
+python -m stages.scrape
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bmw.crawl import crawl
+from bmw.params import load_params
+
+RAW = Path("data/raw")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    summary = crawl(RAW, params.scrape)
+    logging.getLogger("stages.scrape").info(
+        "%s: %d articles, %d pdfs, %d failures (this run: %d new entries, %d pages in %.1f s)", RAW,
+        summary["articles"], summary["pdfs"], summary["failures"], summary["journaled"], summary["pages"],
+        summary["seconds"])
+
+
+if __name__ == "__main__":
+    main()
