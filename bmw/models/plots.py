@@ -1,0 +1,36 @@
+"""The per-layer score plot of the prune stage."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from bmw.io import write_bytes  # noqa: E402
+
+
+def layer_score_rows(block_influence: list[float], angular: list[float]) -> list[dict]:
+    """dvc plot rows: one per layer; angular is the one-layer distance (block size 1)."""
+    return [{"layer": i, "block_influence": round(b, 6), "angular": round(a, 6)}
+            for i, (b, a) in enumerate(zip(block_influence, angular, strict=True))]
+
+
+def plot_layer_scores(rows: list[dict], path: str | Path, title: str) -> None:
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
+    layers = [r["layer"] for r in rows]
+    ax.plot(layers, [r["block_influence"] for r in rows], marker="o", ms=3, label="block influence (ShortGPT)")
+    ax.plot(layers, [r["angular"] for r in rows], marker="s", ms=3, label="angular distance, 1 layer")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("score (low = redundant)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp: same bytes every run
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())

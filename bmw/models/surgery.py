@@ -1,0 +1,103 @@
+"""Layer surgery on a decoder-only transformers model: the one way plans are applied, in training and evaluation.
+
+A plan's `operations` run in order, each on the layer indices of the model as it is at that point:
+- `{"op": "keep", "layers": [i, ...]}`: keep these layers, in this order (dropping and pruning);
+- `{"op": "merge", "start": l, "count": C, "rule": "rdsc"|"last"}`: replace layers l..l+C-1 by one merged layer (LaCo).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+MERGE_RULES = ("rdsc", "last")
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    return model.get_decoder().layers
+
+
+def set_layers(model: PreTrainedModel, layers: Sequence[nn.Module], layer_types: Sequence[str]) -> PreTrainedModel:
+    """Install `layers` as the decoder stack and make the config and every layer index agree with it.
+
+    The KV cache is sized from the config and addressed by `self_attn.layer_idx`: a stale count or index makes
+    cached generation fail (or silently read another layer's cache) while training looks fine.
+    """
+    if len(layers) != len(layer_types):
+        raise ValueError(f"{len(layers)} layers but {len(layer_types)} layer types")
+    model.get_decoder().layers = nn.ModuleList(layers)
+    for config in {id(c): c for c in (model.config, model.get_decoder().config)}.values():
+        config.num_hidden_layers = len(layers)
+        config.layer_types = list(layer_types)
+        if getattr(config, "max_window_layers", None) is not None:
+            config.max_window_layers = min(config.max_window_layers, len(layers))
+    for idx, layer in enumerate(layers):
+        layer.self_attn.layer_idx = idx
+    return model
+
+
+@torch.no_grad()
+def merge_layers(layers: Sequence[nn.Module], rule: str) -> nn.Module:
+    """One layer standing for `layers`, every parameter (norms too) merged by `rule`.
+
+    rdsc (LaCo's Reserving-Differences-while-Seeking-Common): theta_0 + sum_k (theta_k - theta_0).
+    last: the last layer's weights (what LaCo's official code ends up with).
+    """
+    if rule not in MERGE_RULES:
+        raise ValueError(f"merge rule {rule!r}: expected one of {', '.join(MERGE_RULES)}")
+    if len(layers) < 2:
+        raise ValueError("a merge needs at least two layers")
+    merged = copy.deepcopy(layers[-1] if rule == "last" else layers[0])
+    if rule == "rdsc":
+        sources = [dict(layer.named_parameters()) for layer in layers]
+        for name, param in merged.named_parameters():
+            base = sources[0][name].float()
+            total = base + sum(src[name].float() - base for src in sources[1:])
+            param.copy_(total.to(param.dtype))
+    return merged
+
+
+def _check_indices(op: dict, indices: Sequence[int], n: int) -> None:
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"plan operation {op}: layer(s) {bad} out of range for a model with {n} layers")
+
+
+def apply_operation(model: PreTrainedModel, op: dict) -> PreTrainedModel:
+    layers = list(decoder_layers(model))
+    types = list(model.config.layer_types)
+    if op.get("op") == "keep":
+        keep = [int(i) for i in op["layers"]]
+        _check_indices(op, keep, len(layers))
+        if len(set(keep)) != len(keep) or not keep:
+            raise ValueError(f"plan operation {op}: layers must be distinct and non-empty")
+        return set_layers(model, [layers[i] for i in keep], [types[i] for i in keep])
+    if op.get("op") == "merge":
+        start, count = int(op["start"]), int(op["count"])
+        _check_indices(op, [start, start + count - 1], len(layers))
+        merged = merge_layers(layers[start : start + count], op["rule"])
+        return set_layers(
+            model,
+            layers[:start] + [merged] + layers[start + count :],
+            types[: start + 1] + types[start + count :],
+        )
+    raise ValueError(f"plan operation {op}: unknown op (expected 'keep' or 'merge')")
+
+
+def apply_plan(model: PreTrainedModel, plan: dict) -> PreTrainedModel:
+    """Rebuild the plan's architecture from the base model, in place; returns the model."""
+    before = len(decoder_layers(model))
+    if plan.get("layers_before", before) != before:
+        raise ValueError(
+            f"plan {plan.get('type')!r} was made for {plan['layers_before']} layers; this model has {before}"
+        )
+    for op in plan.get("operations", []):
+        apply_operation(model, op)
+    after = len(decoder_layers(model))
+    if plan.get("layers_after", after) != after:
+        raise ValueError(f"plan {plan.get('type')!r}: expected {plan['layers_after']} layers, got {after}")
+    return model

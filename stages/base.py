@@ -1,0 +1,22 @@
+"""base: the base model + tokenizer (embedded tiny Qwen3, a local folder or a Hub id) into models/base/."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from bmw.models.base import materialise_base
+from bmw.params import load_params
+
+BASE_DIR = Path("models/base")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    materialise_base(BASE_DIR, params.base, params.seed)
+    logging.getLogger("base").info("wrote %s (%s)", BASE_DIR, params.base.name)
+
+
+if __name__ == "__main__":
+    main()
