@@ -161,6 +161,7 @@ class EvalParams(Strict):
     enable_thinking: bool = False
     batch_size: int = Field(8, ge=1)
     lm_eval_tasks: list[str] = []
+    lm_eval_include: str | None = None  # a folder of local lm-evaluation-harness task YAMLs
 
     @model_validator(mode="after")
     def _stride(self) -> "EvalParams":

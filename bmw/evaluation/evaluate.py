@@ -1,0 +1,119 @@
+"""All measurements of one variant, written as `metrics.json` plus per-item JSONL files beside it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from bmw.evaluation.generation import generate, render_prompt
+from bmw.evaluation.lm_eval_tasks import run_tasks, task_metrics
+from bmw.evaluation.multiple_choice import evaluate_mcqa, qa_loglik
+from bmw.evaluation.perplexity import evaluate_perplexity
+from bmw.evaluation.semantic_entropy import semantic_entropy
+from bmw.io import read_jsonl, write_json, write_jsonl
+from bmw.params import Params
+
+log = logging.getLogger(__name__)
+
+INPUTS = ("test.jsonl", "prompts.jsonl", "mcqa.jsonl", "qa_reference.jsonl")
+
+
+def read_inputs(data_dir: Path) -> dict[str, list[dict]]:
+    missing = [name for name in INPUTS if not (data_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data_dir}: missing {', '.join(missing)}; run the format stage first")
+    data = {name.removesuffix(".jsonl"): read_jsonl(data_dir / name) for name in INPUTS}
+    for row in data["test"]:
+        if not isinstance(row.get("messages"), list) or not row["messages"]:
+            raise ValueError(f"{data_dir / 'test.jsonl'}: row {row.get('id')!r} has no 'messages' list")
+    return data
+
+
+def flat_numbers(tree: dict, prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of a nested dict as {"a/b/c": value}: the names dvclive nests back into metrics.json."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat_numbers(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
+
+
+def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir: Path) -> dict:
+    """Run every measurement on a loaded model; write metrics.json, generations.jsonl, semantic_entropy.jsonl
+    and mcqa_items.jsonl into `metrics_dir`; return the metrics."""
+    from dvclive import Live
+
+    started = time.perf_counter()
+    data_dir, metrics_dir = Path(data_dir), Path(metrics_dir)
+    p, system = params.eval, params.format.system_prompt or None
+    data = read_inputs(data_dir)
+    live = Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False)  # before the work: it fails fast
+    conversations = [row["messages"] for row in data["test"]]
+    parts = ["perplexity", "generation", "semantic entropy", "multiple choice", "qa log-likelihood"]
+    parts += ["lm-eval"] if p.lm_eval_tasks else []
+    step = iter(range(1, len(parts) + 1))
+
+    def progress(part: str) -> None:
+        log.info("eval [%d/%d] %s (%.1fs so far)", next(step), len(parts), part, time.perf_counter() - started)
+
+    metrics: dict = {}
+    progress("perplexity")
+    metrics.update(evaluate_perplexity(
+        model, tokenizer, conversations, p.window, p.stride, p.batch_size,
+        loss_max_length=params.train.max_length, loss_assistant_only=params.train.assistant_only_loss,
+    ))
+
+    progress("generation")
+    prompts = data["prompts"]
+    rendered = [render_prompt(tokenizer, row["prompt"], system, p.enable_thinking) for row in prompts]
+    generations = generate(model, tokenizer, rendered, p, seed=params.seed)
+    write_jsonl(metrics_dir / "generations.jsonl", [
+        {"id": row["id"], "title": row.get("title"), "prompt": row["prompt"], "text": g.text, "thinking": g.thinking,
+         "answer": g.answer, "tokens": len(g.token_ids), "finished": g.finished}
+        for row, (g,) in zip(prompts, generations)
+    ], sort_key="id")
+
+    progress("semantic entropy")
+    metrics["semantic_entropy"], se_rows = semantic_entropy(model, tokenizer, prompts, p, seed=params.seed,
+                                                            system=system)
+    write_jsonl(metrics_dir / "semantic_entropy.jsonl", se_rows, sort_key="id")
+
+    progress("multiple choice")
+    metrics["mcqa"], mc_rows = evaluate_mcqa(model, tokenizer, data["mcqa"], system=system, batch_size=p.batch_size)
+    write_jsonl(metrics_dir / "mcqa_items.jsonl", mc_rows, sort_key="id")
+
+    progress("qa log-likelihood")
+    metrics["qa_loglik"] = qa_loglik(model, tokenizer, data["qa_reference"], system=system, batch_size=p.batch_size)
+
+    if p.lm_eval_tasks:
+        progress("lm-eval")
+        results = run_tasks(model, tokenizer, p.lm_eval_tasks, batch_size=p.batch_size, seed=params.seed,
+                            include_path=Path(p.lm_eval_include) if p.lm_eval_include else None)
+        metrics["lm_eval"] = task_metrics(results)
+
+    metrics["eval_time_s"] = round(time.perf_counter() - started, 2)
+    for name, value in flat_numbers(metrics).items():
+        live.log_metric(name, value, plot=False)
+    live.end()
+    write_json(metrics_dir / "metrics.json", metrics)  # the superset of dvclive's summary: strings included
+    log.info("eval done in %.1fs: ppl %.3f, mcqa acc %.3f", metrics["eval_time_s"], metrics["perplexity"]["ppl"],
+             metrics["mcqa"]["acc"])
+    return metrics
+
+
+def evaluate_variant(name: str, params: Params, model_dir: Path, data_dir: Path, metrics_dir: Path) -> dict:
+    """Load the trained variant `name` from `model_dir` (LoRA merged) and evaluate it."""
+    from bmw.training.artifacts import load_variant
+
+    params.variant(name)  # an unknown variant fails here, naming the defined ones
+    log.info("eval@%s: loading %s", name, model_dir)
+    model, tokenizer = load_variant(Path(model_dir), merge=True)
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return evaluate_model(model, tokenizer, params, data_dir, metrics_dir)

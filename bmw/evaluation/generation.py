@@ -1,0 +1,121 @@
+"""Batched generation for held-out prompts: left padding, KV cache, new tokens sliced by input length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from bmw.params import EvalParams
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass(frozen=True)
+class Generation:
+    token_ids: list[int]  # the new tokens, up to and including the first end-of-turn token
+    text: str  # their decoding, special tokens kept
+    thinking: str
+    answer: str
+    logprob: float  # sum of the model's (untempered) log-probabilities of token_ids
+    finished: bool  # an end-of-turn token was generated within max_new_tokens
+
+
+def split_thinking(text: str) -> tuple[str, str]:
+    """Split Qwen3 output into (thinking, answer).
+
+    `<think>a</think>b` -> ("a", "b"); an unclosed `<think>` (cut by max_new_tokens) is all thinking; a bare
+    `</think>` (the template opened the block in the prompt) ends the thinking; no tags -> ("", text).
+    """
+    if THINK_CLOSE in text:
+        head, _, answer = text.partition(THINK_CLOSE)
+        thinking = head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
+        return thinking.strip(), answer.strip()
+    if THINK_OPEN in text:
+        before, _, thinking = text.partition(THINK_OPEN)
+        return thinking.strip(), before.strip()
+    return "", text.strip()
+
+
+def render_prompt(tokenizer, prompt: str, system: str | None, enable_thinking: bool) -> str:
+    """The chat-rendered prompt, ending with the assistant's generation prompt."""
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """End-of-turn ids: the tokenizer's eos, the model's generation eos and `<|im_end|>` where the vocabulary has it."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if im_end != tokenizer.unk_token_id:
+        ids.add(im_end)
+    ids.discard(None)
+    if not ids:
+        raise ValueError("the tokenizer and model define no end-of-sequence token: generation could not stop")
+    return sorted(ids)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    params: EvalParams,
+    *,
+    seed: int,
+    do_sample: bool = True,
+    num_return_sequences: int = 1,
+    use_cache: bool = True,
+) -> list[list[Generation]]:
+    """`num_return_sequences` generations per chat-rendered prompt, in prompt order.
+
+    Prompts are left-padded in batches of about `params.batch_size` sequences. Sampling uses
+    `params.temperature` / `params.top_p` (no top-k) and is seeded per batch, so a prompt's samples do not
+    depend on what ran before its batch.
+    """
+    stops = stop_token_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    per_batch = max(1, params.batch_size // num_return_sequences)
+    sampling = {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if do_sample else {}
+    model.eval()
+    results: list[list[Generation]] = []
+    padding_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"  # generation continues from the last position: pad on the left
+    try:
+        for start in tqdm(range(0, len(prompts), per_batch), desc="generate", unit="batch", leave=False):
+            batch = tokenizer(prompts[start : start + per_batch], return_tensors="pt", padding=True,
+                              add_special_tokens=False).to(model.device)
+            torch.manual_seed(seed + start)
+            out = model.generate(
+                **batch,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=do_sample,
+                num_return_sequences=num_return_sequences,
+                use_cache=use_cache,
+                eos_token_id=stops,
+                pad_token_id=pad_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **sampling,
+            )
+            new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
+            logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
+            token_lp = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+            rows = [_generation(tokenizer, ids, lp, stops) for ids, lp in zip(new_tokens.tolist(), token_lp.tolist())]
+            results.extend(rows[i : i + num_return_sequences] for i in range(0, len(rows), num_return_sequences))
+    finally:
+        tokenizer.padding_side = padding_side
+    return results
+
+
+def _generation(tokenizer, ids: list[int], token_lp: list[float], stops: list[int]) -> Generation:
+    end = next((i + 1 for i, tok in enumerate(ids) if tok in stops), None)
+    kept = ids[:end] if end else ids
+    text = tokenizer.decode(kept[:-1] if end else kept, skip_special_tokens=False)
+    thinking, answer = split_thinking(text)
+    return Generation(kept, text, thinking, answer, float(sum(token_lp[: len(kept)])), end is not None)
