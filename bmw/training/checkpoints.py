@@ -1,0 +1,52 @@
+"""The checkpoint folder of one variant: resumable across killed runs, never reused by a different run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+
+from bmw.io import sha256_bytes, write_json
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT = "fingerprint.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def run_fingerprint(parts: dict) -> str:
+    """A hash of everything that defines a run (params, base, plan, data): checkpoints resume only into the same run."""
+    return sha256_bytes(json.dumps(parts, sort_keys=True, default=str).encode("utf-8"))
+
+
+def _complete(path: Path) -> bool:
+    # Trainer writes trainer_state.json after the weights, optimizer and RNG state: without it the save was cut off.
+    return (path / "trainer_state.json").is_file()
+
+
+def resume_point(checkpoint_dir: Path, fingerprint: str) -> Path | None:
+    """The last complete checkpoint of this run, or None; checkpoints of another run or cut-off saves are removed."""
+    checkpoint_dir = Path(checkpoint_dir)
+    marker = checkpoint_dir / FINGERPRINT
+    stored = json.loads(marker.read_text(encoding="utf-8"))["fingerprint"] if marker.exists() else None
+    if stored != fingerprint:
+        if checkpoint_dir.exists():
+            log.info("%s holds checkpoints of a different run configuration: discarding them", checkpoint_dir)
+            shutil.rmtree(checkpoint_dir)
+        write_json(marker, {"fingerprint": fingerprint})
+        return None
+    found = sorted(
+        (int(m.group(1)), p) for p in checkpoint_dir.iterdir() if p.is_dir() and (m := _CHECKPOINT.match(p.name))
+    )
+    complete = [(step, p) for step, p in found if _complete(p)]
+    for step, p in found:
+        if not _complete(p):
+            log.info("removing incomplete checkpoint %s", p)
+            shutil.rmtree(p)
+    if not complete:
+        return None
+    step, path = complete[-1]
+    log.info("resuming from %s (step %d)", path, step)
+    return path

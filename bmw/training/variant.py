@@ -1,0 +1,97 @@
+"""train@<variant>: base + layer plan -> (none | full | LoRA) -> `models/variants/<name>/` + metrics."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from peft import PeftModel
+
+from bmw.io import sha256_bytes, write_json
+from bmw.models.base import load_base
+from bmw.models.plans import PLANS_DIR, load_plan, plan_path
+from bmw.models.surgery import apply_plan, decoder_layers
+from bmw.params import Params
+from bmw.training.artifacts import save_variant
+from bmw.training.backend import resolve_backend, unsloth_model
+from bmw.training.checkpoints import run_fingerprint
+from bmw.training.data import load_chat_split
+from bmw.training.sft import fit
+from bmw.training.summary import param_counts, untrained_summary
+
+log = logging.getLogger(__name__)
+
+BASE_DIR = Path("models/base")
+DATA_DIR = Path("data/processed")
+
+
+def _base_identity(base_dir: Path) -> dict:
+    """Cheap identity of the base folder for the checkpoint fingerprint: its config and its files' sizes."""
+    return {
+        "config": sha256_bytes((base_dir / "config.json").read_bytes()),
+        "files": {p.name: p.stat().st_size for p in sorted(base_dir.iterdir()) if p.is_file()},
+    }
+
+
+def train_variant(
+    name: str,
+    params: Params,
+    out_dir: Path,
+    metrics_dir: Path,
+    checkpoint_dir: Path,
+    *,
+    base_dir: Path = BASE_DIR,
+    plans_dir: Path = PLANS_DIR,
+    data_dir: Path = DATA_DIR,
+) -> dict:
+    """Build variant `name` and write it to `out_dir`, its figures to `metrics_dir/metrics.json` (returned)."""
+    variant, model_type = params.variant(name), params.variant_type(name)
+    dtype = params.base.dtype
+    plan = load_plan(plan_path(model_type, plans_dir))
+    backend = resolve_backend(params.train.backend) if variant.method != "none" else "none"
+    if backend == "unsloth":
+        model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
+    else:
+        model, tokenizer = load_base(base_dir, dtype)
+        model = apply_plan(model, plan)
+    layers = len(decoder_layers(model.get_base_model() if isinstance(model, PeftModel) else model))
+    manifest = {
+        "name": name,
+        "method": variant.method,
+        "type": model_type,
+        "layers": layers,
+        "base": {"path": str(base_dir), "dtype": dtype},
+    }
+    if variant.method == "none":
+        log.info("%s: %s architecture (%d layers), untrained", name, model_type, layers)
+        total, _ = param_counts(model)
+        figures, trainable = untrained_summary(), 0
+    else:
+        data = {split: data_dir / f"{split}.jsonl" for split in ("train", "validation")}
+        train_ds, eval_ds = load_chat_split(data["train"]), load_chat_split(data["validation"])
+        fingerprint = run_fingerprint({
+            "variant": variant.model_dump(), "train": params.train.model_dump(), "seed": params.seed,
+            "type": model_type, "plan": plan, "backend": backend, "base": _base_identity(base_dir),
+            "data": {k: sha256_bytes(p.read_bytes()) for k, p in data.items()},
+        })
+        log.info("%s: %s on %s (%d layers), %d train / %d validation examples, backend %s",
+                 name, variant.method, model_type, layers, len(train_ds), len(eval_ds), backend)
+        model, figures = fit(
+            model, tokenizer, variant=variant, train=params.train, seed=params.seed, dtype=dtype,
+            train_ds=train_ds, eval_ds=eval_ds, checkpoint_dir=checkpoint_dir, metrics_dir=metrics_dir,
+            fingerprint=fingerprint,
+            log_params={**manifest, "variant": variant.model_dump(), "train": params.train.model_dump(),
+                        "seed": params.seed, "backend": backend},
+        )
+        total, trainable = param_counts(model)
+    save_variant(out_dir, model, tokenizer, manifest, plan)
+    metrics = {
+        "trained": variant.method != "none", "method": variant.method, "type": model_type, "layers": layers,
+        "total_params": total, "trainable_params": trainable, "backend": backend, **figures,
+    }
+    write_json(Path(metrics_dir) / "metrics.json", metrics)
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # the run is complete: its checkpoints have no further use
+    log.info("%s: wrote %s and %s", name, out_dir, Path(metrics_dir) / "metrics.json")
+    return metrics

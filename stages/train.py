@@ -1,0 +1,33 @@
+"""train@<variant>: `python -m stages.train lora` -> models/variants/lora/, metrics/train/lora/.
+
+Checkpoints go to models/checkpoints/lora/ (not a DVC output: a killed `dvc repro` resumes from them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from bmw.params import load_params
+from bmw.training.variant import train_variant
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.train")
+    parser.add_argument("variant", help="a key of `variants` in params.yaml")
+    name = parser.parse_args(argv).variant
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params()
+    params.variant(name)  # an unknown variant fails here, naming the defined ones
+    train_variant(
+        name,
+        params,
+        out_dir=Path("models/variants") / name,
+        metrics_dir=Path("metrics/train") / name,
+        checkpoint_dir=Path("models/checkpoints") / name,
+    )
+
+
+if __name__ == "__main__":
+    main()
