@@ -123,7 +123,8 @@ def model_card(results: list[VariantResult], params: Params) -> str:
         "## Training details",
         "",
         tables.markdown_table(["variant", "method", "epochs", "lr", "LoRA r / alpha / dropout"], [
-            [n, v.method, tables.fmt(v.epochs, 1), f"{v.lr:g}", f"{v.r} / {v.alpha} / {v.dropout:g}" if v.method == "lora" else "-"]
+            [n, v.method] + (["-", "-"] if v.method == "none" else [tables.fmt(v.epochs, 1), f"{v.lr:g}"])
+            + [f"{v.r} / {v.alpha} / {v.dropout:g}" if v.method == "lora" else "-"]
             for n, v in variant.items()]),
         "",
         f"Max length {params.train.max_length}, batch {params.train.batch_size} x {params.train.grad_accum}, "

@@ -27,10 +27,12 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _best(results: list[VariantResult], path: str, lower: bool) -> str | None:
+    """The variant with the best value; None when nothing is scored or the best value is shared (a tie)."""
     scored = [(r.get(path), r.name) for r in results if isinstance(r.get(path), (int, float))]
     if not scored:
         return None
-    return (min if lower else max)(scored)[1]
+    value, name = (min if lower else max)(scored)
+    return name if [v for v, _ in scored].count(value) == 1 else None
 
 
 Column = tuple[str, str, int, bool | None]  # header, metric path, digits, lower-is-better (None: not ranked)
