@@ -265,9 +265,13 @@ def test_assistant_only_loss_masks_all_but_the_assistant_turns(project, tmp_path
     assert all(ids == labels for ids, labels in labelled(False))
 
 
-def test_packing_is_refused_without_an_attention_that_separates_examples(project):
+def test_packing_keeps_sdpa_and_refuses_an_attention_that_mixes_examples(project):
+    # SDPA gets a per-document mask from the padding-free batch's position_ids (tests/test_bench.py checks the loss)
     model, _ = load_base(project / "models" / "base")
-    with pytest.raises(ValueError, match="train.packing: true needs a varlen attention.*'sdpa'"):
+    ensure_packing_safe(model)
+    assert model.config._attn_implementation == "sdpa"
+    model.config._attn_implementation = "paged|sdpa"  # one without that mask, where no flash-attn is installed
+    with pytest.raises(ValueError, match="train.packing: true needs a varlen attention.*'paged\\|sdpa'"):
         ensure_packing_safe(model)
 
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 MERGE_RULES = ("rdsc", "last")
 
@@ -35,8 +35,14 @@ def set_layers(model: PreTrainedModel, layers: Sequence[nn.Module], layer_types:
         config.layer_types = list(layer_types)
         if getattr(config, "max_window_layers", None) is not None:
             config.max_window_layers = min(config.max_window_layers, len(layers))
+    shared = model.get_decoder().config
     for idx, layer in enumerate(layers):
         layer.self_attn.layer_idx = idx
+        # a merged layer is a deep copy carrying its own config copy: re-point it, or a later switch of the
+        # attention implementation (packing on the GPU) misses that layer
+        for module in layer.modules():
+            if isinstance(getattr(module, "config", None), PretrainedConfig):
+                module.config = shared
     return model
 
 

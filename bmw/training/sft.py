@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Sequence
 
 from datasets import Dataset
-from dvclive import Live
 from peft import PeftModel
 from transformers import (
     EarlyStoppingCallback,
@@ -20,12 +19,19 @@ from transformers import (
 from trl import SFTTrainer
 
 from bmw.params import TrainParams, VariantParams
-from bmw.training.callbacks import ProgressLog, StepDVCLive
 from bmw.training.checkpoints import resume_point
-from bmw.training.config import ensure_packing_safe, lora_config, sft_config
+from bmw.training.config import ensure_packing_safe, lora_config, packed_attention, sft_config
 from bmw.training.summary import run_summary
 
 log = logging.getLogger(__name__)
+
+
+def _live(metrics_dir: Path):
+    # dvclive (and the dvc it pulls in) is imported only where curves are written, so that build_trainer also
+    # runs where dvc is not installed (bmw bench on a GPU machine)
+    from dvclive import Live
+
+    return Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None)
 
 
 def build_trainer(
@@ -43,7 +49,7 @@ def build_trainer(
 ) -> SFTTrainer:
     """The SFTTrainer of a variant: LoRA adapter on all linear layers unless `model` already carries one."""
     if train.packing:
-        ensure_packing_safe(model)
+        ensure_packing_safe(model, packed_attention(train))
     needs_adapter = variant.method == "lora" and not isinstance(model, PeftModel)
     return SFTTrainer(
         model=model,
@@ -76,9 +82,11 @@ def fit(
     Checkpoints go to `checkpoint_dir` at every evaluation; a run with the same `fingerprint` continues from the
     last complete one. Curves go to `metrics_dir` through dvclive.
     """
+    from bmw.training.callbacks import ProgressLog, StepDVCLive  # imports dvclive: see _live
+
     resume = resume_point(checkpoint_dir, fingerprint)
     start = TrainerState.load_from_json(str(resume / "trainer_state.json")) if resume else None
-    live = Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+    live = _live(metrics_dir)
     trainer = build_trainer(
         model, tokenizer, variant=variant, train=train, seed=seed, dtype=dtype, train_ds=train_ds, eval_ds=eval_ds,
         checkpoint_dir=checkpoint_dir, callbacks=[StepDVCLive(live, log_params), ProgressLog()],
@@ -91,3 +99,25 @@ def fit(
         summary["steps"], summary["train_time_s"], summary["best_eval_loss"], summary["best_step"],
     )
     return trainer.model, summary
+
+
+def validation_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    variant: VariantParams,
+    train: TrainParams,
+    seed: int,
+    dtype: str,
+    eval_ds: Dataset,
+    checkpoint_dir: Path,
+    metrics_dir: Path,
+) -> float:
+    """An untrained model's validation loss, logged as step 0 of its eval curve (the baseline's one point)."""
+    trainer = build_trainer(model, tokenizer, variant=variant, train=train, seed=seed, dtype=dtype,
+                            train_ds=eval_ds, eval_ds=eval_ds, checkpoint_dir=checkpoint_dir)
+    loss = float(trainer.evaluate()["eval_loss"])
+    live = _live(metrics_dir)
+    live.log_metric("eval/loss", loss)
+    live.end()
+    return loss

@@ -17,7 +17,7 @@ from bmw.training.artifacts import save_variant
 from bmw.training.backend import resolve_backend, unsloth_model
 from bmw.training.checkpoints import run_fingerprint
 from bmw.training.data import load_chat_split
-from bmw.training.sft import fit
+from bmw.training.sft import fit, validation_loss
 from bmw.training.summary import param_counts, untrained_summary
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,16 @@ def train_variant(
         "layers": layers,
         "base": {"path": str(base_dir), "dtype": dtype},
     }
+    data = {split: data_dir / f"{split}.jsonl" for split in ("train", "validation")}
+    eval_ds = load_chat_split(data["validation"])
     if variant.method == "none":
         log.info("%s: %s architecture (%d layers), untrained", name, model_type, layers)
+        loss = validation_loss(model, tokenizer, variant=variant, train=params.train, seed=params.seed, dtype=dtype,
+                               eval_ds=eval_ds, checkpoint_dir=checkpoint_dir, metrics_dir=metrics_dir)
         total, _ = param_counts(model)
-        figures, trainable = untrained_summary(), 0
+        figures, trainable = untrained_summary(loss), 0
     else:
-        data = {split: data_dir / f"{split}.jsonl" for split in ("train", "validation")}
-        train_ds, eval_ds = load_chat_split(data["train"]), load_chat_split(data["validation"])
+        train_ds = load_chat_split(data["train"])
         fingerprint = run_fingerprint({
             "variant": variant.model_dump(), "train": params.train.model_dump(), "seed": params.seed,
             "type": model_type, "plan": plan, "backend": backend, "base": _base_identity(base_dir),
