@@ -17,7 +17,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 BYTE_IDENTICAL = ["scrape", "clean", "filter", "format", "base"]
 
-pytestmark = pytest.mark.slow
+# The whole pipeline on 2 cores takes ~10 minutes (more on a loaded machine): beyond the suite's default timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
