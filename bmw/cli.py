@@ -9,6 +9,7 @@ COMMANDS = {
     "table": ("bmw.report.table", "print the variant table of the workspace's metrics"),
     "experiments": ("bmw.report.experiments", "the cross-type table from DVC experiments (--run to run them)"),
     "stage-times": ("bmw.report.stage_times", "re-run every stage once and print its wall time"),
+    "doctor": ("bmw.team.doctor", "preflight checks for sharing through the DVC remote (--json, --for-queue)"),
     "bench": ("bmw.bench.cli", "time training and evaluation at a shape (tiny | qwen3-8b) against plain TRL (JSON)"),
 }
 
