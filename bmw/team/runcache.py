@@ -37,14 +37,16 @@ def not_run_cacheable(stage: Stage) -> str | None:
 
 def check_run_cache(repo: Repo) -> Finding:
     """Stages a teammate re-runs although their run was pushed (persist: true is a deliberate exception)."""
-    stages = list(repo.index.stages)
-    uncached = sorted(s.name for s in stages if (not_run_cacheable(s) or "").startswith("cache: false"))
+    reasons = {s.name: not_run_cacheable(s) for s in repo.index.stages}
+    uncached = sorted(name for name, why in reasons.items() if (why or "").startswith("cache: false"))
     if uncached:
         return Finding("pipeline.run_cache", "warning",
                        f"{', '.join(uncached)} never enter the run cache (`cache: false` on an output that is not a "
                        "metric or plot): a teammate whose dvc.lock lacks their run re-runs them",
                        "in dvc.yaml move such files under `plots:`/`metrics:` or drop their `cache: false`")
-    return Finding("pipeline.run_cache", "ok", f"none of {len(stages)} stages is kept out of the run cache")
+    kept = [f"{name} ({why})" for name, why in sorted(reasons.items()) if why]
+    return Finding("pipeline.run_cache", "ok", f"{len(reasons) - len(kept)} of {len(reasons)} stages enter the run "
+                   "cache" + (f"; kept out: {', '.join(kept)}" if kept else ""))
 
 
 def run_entries(repo: Repo) -> Iterator[tuple[str, str]]:

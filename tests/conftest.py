@@ -1,0 +1,34 @@
+"""Fixtures shared across test modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_in(cmd: list[str], cwd: Path) -> str:
+    """stdout + stderr of a command run with this venv first on PATH; a non-zero exit fails the test."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="session")
+def pipeline_clone(tmp_path_factory) -> Path:
+    """A fresh clone of HEAD with the whole pipeline run once (~10 min on 2 cores), for every test that needs one.
+
+    Tests that change the project (remotes, commits, experiments) work on a copy of it.
+    """
+    if not subprocess.run(["git", "ls-files", "dvc.lock"], cwd=ROOT, capture_output=True, text=True).stdout.strip():
+        pytest.fail("dvc.lock is not committed: run `dvc repro` and commit the lock")
+    path = tmp_path_factory.mktemp("clone") / "repo"
+    run_in(["git", "clone", "-q", str(ROOT), str(path)], ROOT)
+    run_in(["dvc", "repro"], path)
+    return path
