@@ -118,6 +118,16 @@ def test_not_a_git_repository(tmp_path, env):
     assert exit_status(findings) == 1
 
 
+def test_git_repository_without_dvc(tmp_path, env):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "Empty")
+    finding = only_problem(diagnose(repo))
+    assert (finding.check, finding.severity) == ("dvc.repo", "blocker")
+    assert finding.fix.startswith("dvc init")
+
+
 def test_repository_without_a_commit(tmp_path, env, s3):
     repo = new_project(tmp_path / "repo", commit=False)
     set_remote(repo, s3.endpoint)
@@ -286,9 +296,11 @@ def test_untracked_files_block_only_a_queue(healthy):
 
 def test_uncommitted_changes_warn(healthy):
     (healthy / "params.yaml").write_text("n: 2\n")
+    (healthy / "helper.py").write_text("X = 1\n")
+    git(healthy, "add", "helper.py")  # staged, not committed
     finding = only_problem(diagnose(healthy, for_queue=True))
     assert (finding.check, finding.severity) == ("git.modified", "warning")
-    assert "params.yaml" in finding.problem
+    assert "2 uncommitted change(s) (helper.py, params.yaml)" in finding.problem
 
 
 def test_stage_kept_out_of_the_run_cache(healthy):

@@ -37,8 +37,8 @@ def _named(paths: list[str]) -> str:
 
 def check_clean(scm: Git, for_queue: bool) -> list[Finding]:
     """Untracked files are not copied into a queued experiment's run; tracked changes are (as of queueing)."""
-    staged, unstaged, untracked = scm.status()
-    modified = sorted(set(staged) | set(unstaged))
+    staged, unstaged, untracked = scm.status()  # staged: {"add" | "delete" | "modify": [path, ...]}
+    modified = sorted({path for paths in staged.values() for path in paths} | set(unstaged))
     findings = []
     if untracked:
         severity = "blocker" if for_queue else "warning"
