@@ -145,6 +145,10 @@ class TrainParams(Strict):
     save_total_limit: int = Field(2, ge=1)
     early_stopping_patience: int = Field(3, ge=1)
     gradient_checkpointing: bool = False
+    # Several GPUs: the train stage relaunches itself under `accelerate launch` (DDP replicates the model,
+    # FSDP shards weights, gradients and optimizer states); none, a CPU or a single GPU train in one process.
+    distributed: Literal["none", "ddp", "fsdp"] = "none"
+    gpus: int = Field(0, ge=0)  # processes to launch; 0: every visible GPU
 
 
 class EvalParams(Strict):

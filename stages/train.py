@@ -1,15 +1,20 @@
 """train@<variant>: `python -m stages.train lora` -> models/variants/lora/, metrics/train/lora/.
 
 Checkpoints go to models/checkpoints/lora/ (not a DVC output: a killed `dvc repro` resumes from them).
+With `train.distributed: ddp|fsdp` on a multi-GPU host the stage reruns itself under `accelerate launch`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 from pathlib import Path
 
+import torch
+
 from bmw.params import load_params
+from bmw.training.launch import launch_command
 from bmw.training.variant import train_variant
 
 
@@ -19,7 +24,11 @@ def main(argv: list[str] | None = None) -> None:
     name = parser.parse_args(argv).variant
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
-    params.variant(name)  # an unknown variant fails here, naming the defined ones
+    variant = params.variant(name)  # an unknown variant fails here, naming the defined ones
+    if variant.method != "none":  # an untrained variant runs one evaluation pass, in this process
+        launch = launch_command(params.train, ["stages.train", name], torch.cuda.device_count())
+        if launch:
+            raise SystemExit(subprocess.run(launch).returncode)
     train_variant(
         name,
         params,

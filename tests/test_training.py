@@ -189,7 +189,7 @@ def test_a_saved_variant_reloads_to_identical_logits(project, tmp_path, method):
     model = apply_plan(model, PLAN)
     params = parse_params(PARAMS)
     variant = params.variants[method].model_copy(update={"epochs": 0.5})
-    trained_model, _ = fit(
+    trained_model, _, _ = fit(
         model, tokenizer, variant=variant, train=params.train, seed=42, dtype="float32",
         train_ds=load_chat_split(project / "data" / "processed" / "train.jsonl"),
         eval_ds=load_chat_split(project / "data" / "processed" / "validation.jsonl"),
@@ -216,7 +216,7 @@ def overfit(project, tmp_path_factory):
     params = parse_params(PARAMS)
     train = params.train.model_copy(update={"eval_steps": 1, "scheduler": "constant", "early_stopping_patience": 3})
     model, tokenizer = load_base(project / "models" / "base")
-    model, figures = fit(
+    model, figures, _ = fit(
         apply_plan(model, PLAN), tokenizer, variant=VariantParams(method="full", epochs=10, lr=5e-2), train=train,
         seed=42, dtype="float32", train_ds=load_chat_split(project / "data" / "processed" / "train.jsonl"),
         eval_ds=load_chat_split(project / "data" / "processed" / "validation.jsonl"), checkpoint_dir=ck,

@@ -2,7 +2,8 @@
 
 python -m bmw.bench.cli --shape qwen3-8b --methods lora,full --variants original,dropped,pruned,laco \
     --seq 4096 --steps 30 --warmup 5 --out $OUT/bench.json
-Under `accelerate launch` (several GPUs: DDP) each process trains on its GPU; rank 0 writes the JSON.
+Under `accelerate launch` each process trains on its GPU (`--distributed lora=ddp,full=fsdp` sets the project
+runs' train.distributed); rank 0 writes the JSON.
 """
 
 from __future__ import annotations
@@ -45,12 +46,16 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
     every run without it (baselines, ablation) must come before the first run with it."""
     common = {m: {"method": m, "shape": a.shape, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
                   "batch": a.full_batch if m == "full" else a.batch} for m in a.methods}
+    project = {m: {**common[m], "mode": "project", "distributed": a.distributed.get(m, "none"), "save": a.save}
+               for m in a.methods}
     runs = [RunSpec(mode="baseline", profile=a.profile, **common[m]) for m in a.methods if a.baseline]
     if a.ablate_liger:
-        runs += [RunSpec(mode="project", attn=a.attn[0], liger=False, **common[m]) for m in a.methods]
-    runs += [RunSpec(mode="project", attn=a.attn[0], profile=a.profile, **common[m]) for m in a.methods]
-    runs += [RunSpec(mode="project", attn=attn, **common[m]) for m in a.methods for attn in a.attn[1:]]
-    runs += [RunSpec(mode="project", variant=v, attn=a.attn[0], **common[m])
+        runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
+    if a.ablate_casts and "lora" in a.methods:
+        runs.append(RunSpec(attn=a.attn[0], adapter_casts=True, **project["lora"]))
+    runs += [RunSpec(attn=a.attn[0], profile=a.profile, **project[m]) for m in a.methods]
+    runs += [RunSpec(attn=attn, **project[m]) for m in a.methods for attn in a.attn[1:]]
+    runs += [RunSpec(variant=v, attn=a.attn[0], **project[m])
              for m in a.methods if m in a.variant_methods for v in a.variants if v != "original"]
     return runs
 
@@ -107,6 +112,14 @@ def _csv(choices):
     return parse
 
 
+def _strategies(text: str) -> dict[str, str]:
+    items = text.split(",")
+    pairs = dict(item.split("=", 1) for item in items if "=" in item)
+    if len(pairs) != len(items) or any(m not in ("lora", "full") or s not in ("ddp", "fsdp") for m, s in pairs.items()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected method=strategy pairs, e.g. lora=ddp,full=fsdp")
+    return pairs
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bmw bench", description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=SHAPES, default="tiny")
@@ -120,6 +133,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="top kernels of warm-up steps 3-4 of each baseline and fast-path run (needs --warmup >= 5)")
     p.add_argument("--ablate-liger", action="store_true", help="also run the fast path without Liger's kernels")
+    p.add_argument("--ablate-casts", action="store_true",
+                   help="also run the LoRA fast path with PEFT's casts of adapter inputs to fp32 (its default)")
+    p.add_argument("--distributed", type=_strategies, default={},
+                   help="under accelerate launch: train.distributed per method, e.g. lora=ddp,full=fsdp")
+    p.add_argument("--save", action="store_true",
+                   help="after each project run, gather (FSDP) and write the variant as the train stage does, timed")
     p.add_argument("--budget-s", type=float, default=float("inf"),
                    help="start no further training run after this many seconds (the rest are listed as skipped)")
     p.add_argument("--seq", type=int, default=256)

@@ -11,17 +11,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from trl import SFTConfig, SFTTrainer
 
 from bmw.bench.data import synthetic_dataset
 from bmw.bench.flops import effective_context, flops_per_token, matmul_params, mfu
-from bmw.bench.shapes import build_model
+from bmw.bench.shapes import bench_plan, build_model
 from bmw.models.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
 from bmw.training.config import lora_config
-from bmw.training.sft import build_trainer
+from bmw.training.artifacts import save_variant
+from bmw.training.launch import is_main_process
+from bmw.training.sft import build_trainer, gathered_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,17 @@ class RunSpec:
     attn: str = "auto"  # project runs: "auto" = the project's choice (train.backend auto), else forced
     liger: bool = True  # project runs: False turns the fast path's Liger kernels off (the ablation)
     profile: bool = False  # record the top kernels of two warm-up steps (needs warmup >= 4)
+    adapter_casts: bool = False  # project LoRA runs: True keeps PEFT's casts of adapter inputs (the ablation)
+    distributed: str = "none"  # project runs under `accelerate launch`: train.distributed (ddp | fsdp)
+    save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
 
     @property
     def name(self) -> str:
         if self.mode == "baseline":
             return f"baseline/{self.method}/{self.variant}"
-        return f"project/{self.method}/{self.variant}/{self.attn}" + ("" if self.liger else "/no-liger")
+        return (f"project/{self.method}/{self.variant}/{self.attn}" + ("" if self.liger else "/no-liger")
+                + ("/adapter-casts" if self.adapter_casts else "")
+                + ("" if self.distributed == "none" else f"/{self.distributed}"))
 
 
 class StepProfiler(TrainerCallback):
@@ -102,6 +110,7 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
         train = TrainParams(
             backend="auto" if spec.attn == "auto" else "transformers", max_length=spec.seq, batch_size=spec.batch,
             packing=True, warmup_ratio=0.0, eval_steps=10**6, gradient_checkpointing=False,
+            distributed=spec.distributed,
         )
         dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
         trainer = build_trainer(model, tokenizer, variant=variant, train=train, seed=0, dtype=dtype,
@@ -114,6 +123,10 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
         args.eval_strategy, args.save_strategy = IntervalStrategy.NO, SaveStrategy.NO
         args.load_best_model_at_end = False
         args.use_liger_kernel = args.use_liger_kernel and spec.liger
+        if spec.adapter_casts:
+            for module in trainer.model.modules():
+                if isinstance(module, BaseTunerLayer):
+                    module.cast_input_dtype_enabled = True
         return trainer
     # Plain TRL: its defaults (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU), with only
     # the shape, the step count and the measurement set; the same LoRA adapter as the project's.
@@ -124,6 +137,22 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
     )
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       peft_config=lora_config(variant) if spec.method == "lora" else None)
+
+
+def timed_save(trainer: SFTTrainer, tokenizer, spec: RunSpec, out: Path) -> dict:
+    """Gather the weights (FSDP) and write the variant with the train stage's own code; seconds and bytes."""
+    began = time.perf_counter()
+    dtype = "bfloat16" if spec.shape == "qwen3-8b" else "float32"  # as build_model makes them
+    state_dict = gathered_state_dict(trainer, dtype)
+    if is_main_process():
+        manifest = {"name": "bench", "method": spec.method, "type": spec.variant,
+                    "base": {"path": "random", "dtype": dtype}}
+        save_variant(out, trainer.model, tokenizer, manifest, bench_plan(spec.variant), state_dict)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the other processes wait for rank 0's write
+    seconds = time.perf_counter() - began
+    written = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else 0  # rank 0's folder
+    return {"save_s": round(seconds, 2), "saved_bytes": written}
 
 
 def run_training(spec: RunSpec, device: torch.device) -> dict:
@@ -146,6 +175,8 @@ def run_training(spec: RunSpec, device: torch.device) -> dict:
             if profiler:
                 trainer.add_callback(profiler)
             trainer.train()
+            if spec.save and spec.mode == "project":
+                result |= timed_save(trainer, tokenizer, spec, Path(out) / "variant")
             if profiler:
                 result["top_kernels"] = profiler.top_kernels()
             seconds, tokens = timer.rate()

@@ -31,11 +31,13 @@ def save_variant(
     tokenizer: PreTrainedTokenizerBase,
     manifest: dict,
     plan: dict,
+    state_dict: dict | None = None,
 ) -> None:
-    """`model` is a PeftModel for LoRA (the adapter alone is saved) or a plain model (full safetensors)."""
+    """`model` is a PeftModel for LoRA (the adapter alone is saved) or a plain model (full safetensors);
+    `state_dict`: its weights gathered from the processes of an FSDP job."""
     fmt = "lora" if isinstance(model, PeftModel) else "full"
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / PLAN, plan)
         write_json(tmp / MANIFEST, {**manifest, "format": fmt})
@@ -51,7 +53,8 @@ def read_manifest(out_dir: Path) -> dict:
 def load_variant(
     out_dir: Path, merge: bool = False, base_dir: Path | None = None
 ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
-    """The variant in eval mode. LoRA: base (from `base_dir` or the recorded path) + plan + adapter, merged on request."""
+    """The variant in eval mode. LoRA: base (from `base_dir` or the recorded path) + plan + adapter, merged on
+    request."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)

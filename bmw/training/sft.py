@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from datasets import Dataset
 from peft import PeftModel
 from transformers import (
@@ -20,7 +21,8 @@ from trl import SFTTrainer
 
 from bmw.params import TrainParams, VariantParams
 from bmw.training.checkpoints import resume_point
-from bmw.training.config import ensure_packing_safe, lora_config, packed_attention, sft_config
+from bmw.training.config import ensure_packing_safe, lora_config, packed_attention, sft_config, skip_adapter_input_casts
+from bmw.training.launch import is_main_process
 from bmw.training.summary import run_summary
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def build_trainer(
     if train.packing:
         ensure_packing_safe(model, packed_attention(train))
     needs_adapter = variant.method == "lora" and not isinstance(model, PeftModel)
-    return SFTTrainer(
+    trainer = SFTTrainer(
         model=model,
         args=sft_config(train, variant, seed, checkpoint_dir, dtype),
         train_dataset=train_ds,
@@ -60,6 +62,9 @@ def build_trainer(
         peft_config=lora_config(variant) if needs_adapter else None,
         callbacks=[*callbacks, EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience)],
     )
+    if trainer.args.bf16 and isinstance(trainer.model, PeftModel):
+        skip_adapter_input_casts(trainer.model)
+    return trainer
 
 
 def fit(
@@ -76,8 +81,8 @@ def fit(
     metrics_dir: Path,
     fingerprint: str,
     log_params: dict,
-) -> tuple[PreTrainedModel | PeftModel, dict]:
-    """Train `model` and return the best-by-eval-loss model and the run's figures.
+) -> tuple[PreTrainedModel | PeftModel, dict, dict | None]:
+    """Train `model`; return the best-by-eval-loss model, the run's figures and, under FSDP, its full state dict.
 
     Checkpoints go to `checkpoint_dir` at every evaluation; a run with the same `fingerprint` continues from the
     last complete one. Curves go to `metrics_dir` through dvclive.
@@ -86,10 +91,11 @@ def fit(
 
     resume = resume_point(checkpoint_dir, fingerprint)
     start = TrainerState.load_from_json(str(resume / "trainer_state.json")) if resume else None
-    live = _live(metrics_dir)
+    # in a job on several GPUs every process trains; only rank 0 writes the curves
+    curves = [StepDVCLive(_live(metrics_dir), log_params)] if is_main_process() else []
     trainer = build_trainer(
         model, tokenizer, variant=variant, train=train, seed=seed, dtype=dtype, train_ds=train_ds, eval_ds=eval_ds,
-        checkpoint_dir=checkpoint_dir, callbacks=[StepDVCLive(live, log_params), ProgressLog()],
+        checkpoint_dir=checkpoint_dir, callbacks=[*curves, ProgressLog()],
     )
     began = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -98,26 +104,15 @@ def fit(
         "trained %d steps in %.1fs; best eval_loss %s at step %s",
         summary["steps"], summary["train_time_s"], summary["best_eval_loss"], summary["best_step"],
     )
-    return trainer.model, summary
+    return trainer.model, summary, gathered_state_dict(trainer, dtype)
 
 
-def validation_loss(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    *,
-    variant: VariantParams,
-    train: TrainParams,
-    seed: int,
-    dtype: str,
-    eval_ds: Dataset,
-    checkpoint_dir: Path,
-    metrics_dir: Path,
-) -> float:
-    """An untrained model's validation loss, logged as step 0 of its eval curve (the baseline's one point)."""
-    trainer = build_trainer(model, tokenizer, variant=variant, train=train, seed=seed, dtype=dtype,
-                            train_ds=eval_ds, eval_ds=eval_ds, checkpoint_dir=checkpoint_dir)
-    loss = float(trainer.evaluate()["eval_loss"])
-    live = _live(metrics_dir)
-    live.log_metric("eval/loss", loss)
-    live.end()
-    return loss
+def gathered_state_dict(trainer: SFTTrainer, dtype: str) -> dict | None:
+    """Under FSDP the weights are sharded over the processes: gather them (every process must call this) for
+    rank 0 to save, in the variant's `dtype` (FSDP trains fp32 master weights of a bf16 model: twice the bytes).
+    None: the model holds its whole weights."""
+    if not trainer.is_fsdp_enabled:
+        return None
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    target = getattr(torch, dtype)
+    return {k: v.to(target) if v.is_floating_point() else v for k, v in state_dict.items()}

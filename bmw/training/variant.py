@@ -17,6 +17,7 @@ from bmw.training.artifacts import save_variant
 from bmw.training.backend import resolve_backend, unsloth_model
 from bmw.training.checkpoints import run_fingerprint
 from bmw.training.data import load_chat_split
+from bmw.training.launch import is_main_process
 from bmw.training.sft import fit, validation_loss
 from bmw.training.summary import param_counts, untrained_summary
 
@@ -70,7 +71,7 @@ def train_variant(
         loss = validation_loss(model, tokenizer, variant=variant, train=params.train, seed=params.seed, dtype=dtype,
                                eval_ds=eval_ds, checkpoint_dir=checkpoint_dir, metrics_dir=metrics_dir)
         total, _ = param_counts(model)
-        figures, trainable = untrained_summary(loss), 0
+        figures, trainable, state_dict = untrained_summary(loss), 0, None
     else:
         train_ds = load_chat_split(data["train"])
         fingerprint = run_fingerprint({
@@ -80,7 +81,7 @@ def train_variant(
         })
         log.info("%s: %s on %s (%d layers), %d train / %d validation examples, backend %s",
                  name, variant.method, model_type, layers, len(train_ds), len(eval_ds), backend)
-        model, figures = fit(
+        model, figures, state_dict = fit(
             model, tokenizer, variant=variant, train=params.train, seed=params.seed, dtype=dtype,
             train_ds=train_ds, eval_ds=eval_ds, checkpoint_dir=checkpoint_dir, metrics_dir=metrics_dir,
             fingerprint=fingerprint,
@@ -88,7 +89,9 @@ def train_variant(
                         "seed": params.seed, "backend": backend},
         )
         total, trainable = param_counts(model)
-    save_variant(out_dir, model, tokenizer, manifest, plan)
+        if not is_main_process():
+            return figures  # rank 0 of a job on several GPUs writes the variant and its metrics
+    save_variant(out_dir, model, tokenizer, manifest, plan, state_dict)
     metrics = {
         "trained": variant.method != "none", "method": variant.method, "type": model_type, "layers": layers,
         "total_params": total, "trainable_params": trainable, "backend": backend, **figures,

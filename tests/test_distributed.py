@@ -1,0 +1,127 @@
+"""Several processes: the launch command, the training arguments of each strategy, a real two-process DDP run of
+the train stage on CPU, and LoRA inputs kept in bf16 under autocast (the CUDA fast path)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from accelerate.commands.launch import launch_command_parser
+from peft import get_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from bmw.io import write_jsonl
+from bmw.models.base import materialise_base
+from bmw.models.plans import plan_path, save_plan
+from bmw.models.surgery import apply_plan
+from bmw.models.tiny import build_tiny_model
+from bmw.params import BaseModelParams, TrainParams, VariantParams
+from bmw.training.artifacts import load_variant
+from bmw.training.config import distributed_args, lora_config, sft_config, skip_adapter_input_casts
+from bmw.training.launch import launch_command
+from tests.test_training import PARAMS, PLAN, chat_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ["stages.train", "lora"]
+
+
+@pytest.fixture
+def single_process(monkeypatch):
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_launch_command_runs_one_process_per_gpu(single_process):
+    cmd = launch_command(TrainParams(distributed="ddp"), STAGE, 4)
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert cmd[-3:] == ["-m", *STAGE]
+    args = launch_command_parser().parse_args(cmd[3:])  # accelerate itself accepts the command
+    assert (args.num_processes, args.multi_gpu, args.module, args.training_script) == (4, True, True, "stages.train")
+    fsdp = launch_command(TrainParams(distributed="fsdp", gpus=2), STAGE, 4)
+    assert fsdp[fsdp.index("--num_processes") + 1] == "2"
+
+
+def test_no_launch_when_not_asked_already_launched_or_on_one_gpu(single_process, monkeypatch, caplog):
+    assert launch_command(TrainParams(), STAGE, 8) is None
+    with caplog.at_level(logging.WARNING, logger="bmw.training.launch"):
+        assert launch_command(TrainParams(distributed="ddp"), STAGE, 1) is None
+    assert "needs 2 or more GPUs, 1 visible" in caplog.text
+    with pytest.raises(ValueError, match="train.gpus: 3 processes asked for, 2 GPU"):
+        launch_command(TrainParams(distributed="fsdp", gpus=3), STAGE, 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert launch_command(TrainParams(distributed="ddp"), STAGE, 4) is None
+
+
+def test_training_arguments_of_each_strategy(single_process, monkeypatch, tmp_path):
+    fsdp = TrainParams(distributed="fsdp", gradient_checkpointing=True)
+    assert distributed_args(fsdp) == {}  # a single process ignores the strategy
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert distributed_args(TrainParams(distributed="ddp")) == {"ddp_find_unused_parameters": False}
+    assert distributed_args(TrainParams(distributed="none")) == {}
+    config = sft_config(fsdp, VariantParams(method="full"), 0, tmp_path, "bfloat16")
+    plugin = config.fsdp_plugin_args
+    assert (plugin["fsdp_version"], plugin["auto_wrap_policy"], plugin["state_dict_type"]) == (
+        2, "TRANSFORMER_BASED_WRAP", "FULL_STATE_DICT")
+    # FSDP checkpoints activations itself, so the Trainer's own checkpointing is off
+    assert plugin["activation_checkpointing"] is True and config.activation_checkpointing is False
+
+
+def test_lora_inputs_stay_bf16_under_autocast():
+    torch.manual_seed(0)
+    model = apply_plan(build_tiny_model(0), PLAN).to(torch.bfloat16)
+    peft = get_peft_model(model, lora_config(VariantParams(r=4, alpha=8)))  # PEFT keeps the adapters in fp32
+    adapters = [p for n, p in peft.named_parameters() if "lora_" in n]
+    for p in adapters:
+        torch.nn.init.normal_(p, std=0.05)  # lora_B starts at zero: make the adapters change the output
+    seen: list[torch.dtype] = []
+    for module in peft.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.lora_A["default"].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    ids = torch.randint(3, 2000, (2, 24))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = peft(input_ids=ids).logits.float()
+    assert set(seen) == {torch.float32}  # PEFT's cast: a full fp32 copy of every adapted input
+    seen.clear()
+    skip_adapter_input_casts(peft)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = peft(input_ids=ids).logits.float()
+        logits.logsumexp(-1).mean().backward()
+    assert set(seen) == {torch.bfloat16}
+    assert torch.allclose(logits, reference, atol=0.05, rtol=0.02)
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.abs().sum() > 0 for p in adapters)
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_variant_with_ddp(tmp_path):
+    """torchrun on CPU stands in for `accelerate launch` on GPUs: each process trains on half the batches, rank 0
+    alone writes the variant and its metrics."""
+    materialise_base(tmp_path / "models" / "base", BaseModelParams(), seed=42)
+    save_plan(plan_path("pruned", tmp_path / "models" / "plans"), PLAN)
+    rng = random.Random(7)
+    write_jsonl(tmp_path / "data" / "processed" / "train.jsonl", chat_rows(16, rng))
+    write_jsonl(tmp_path / "data" / "processed" / "validation.jsonl", chat_rows(4, rng))
+    params = {**PARAMS, "train": {**PARAMS["train"], "distributed": "ddp"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *STAGE],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "find_unused_parameters=True" not in proc.stderr
+    metrics = json.loads((tmp_path / "metrics" / "train" / "lora" / "metrics.json").read_text())
+    # 16 rows, 4 per process and step, 3 epochs: 6 steps on two processes (12 on one)
+    assert (metrics["steps"], metrics["trained"], metrics["layers"]) == (6, True, 3)
+    curve = (tmp_path / "metrics" / "train" / "lora" / "plots" / "metrics" / "loss.tsv").read_text()
+    assert [row.split("\t")[0] for row in curve.splitlines()[1:]] == [str(s) for s in range(1, 7)]  # one writer
+    model, _ = load_variant(tmp_path / "models" / "variants" / "lora", base_dir=tmp_path / "models" / "base")
+    assert model.config.num_hidden_layers == 3
+    assert not (tmp_path / "models" / "checkpoints" / "lora").exists()
