@@ -116,3 +116,25 @@ def gathered_state_dict(trainer: SFTTrainer, dtype: str) -> dict | None:
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     target = getattr(torch, dtype)
     return {k: v.to(target) if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def validation_loss(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    variant: VariantParams,
+    train: TrainParams,
+    seed: int,
+    dtype: str,
+    eval_ds: Dataset,
+    checkpoint_dir: Path,
+    metrics_dir: Path,
+) -> float:
+    """An untrained model's validation loss, logged as step 0 of its eval curve (the baseline's one point)."""
+    trainer = build_trainer(model, tokenizer, variant=variant, train=train, seed=seed, dtype=dtype,
+                            train_ds=eval_ds, eval_ds=eval_ds, checkpoint_dir=checkpoint_dir)
+    loss = float(trainer.evaluate()["eval_loss"])
+    live = _live(metrics_dir)
+    live.log_metric("eval/loss", loss)
+    live.end()
+    return loss
