@@ -6,28 +6,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from accelerate.commands.launch import launch_command_parser
 from peft import get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from bmw.io import write_jsonl
-from bmw.models.base import materialise_base
-from bmw.models.plans import plan_path, save_plan
 from bmw.models.surgery import apply_plan
 from bmw.models.tiny import build_tiny_model
-from bmw.params import BaseModelParams, TrainParams, VariantParams
+from bmw.params import TrainParams, VariantParams
 from bmw.training.artifacts import load_variant
-from bmw.training.config import distributed_args, lora_config, sft_config, skip_adapter_input_casts
+from bmw.training.config import distributed_args, lora_config, set_adapter_input_casts, sft_config
 from bmw.training.launch import launch_command
-from tests.test_training import PARAMS, PLAN, chat_rows
+from tests.test_training import PARAMS, PLAN, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ["stages.train", "lora"]
@@ -90,7 +85,7 @@ def test_lora_inputs_stay_bf16_under_autocast():
         reference = peft(input_ids=ids).logits.float()
     assert set(seen) == {torch.float32}  # PEFT's cast: a full fp32 copy of every adapted input
     seen.clear()
-    skip_adapter_input_casts(peft)
+    set_adapter_input_casts(peft, enabled=False)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logits = peft(input_ids=ids).logits.float()
         logits.logsumexp(-1).mean().backward()
@@ -103,13 +98,7 @@ def test_lora_inputs_stay_bf16_under_autocast():
 def test_two_processes_train_a_variant_with_ddp(tmp_path):
     """torchrun on CPU stands in for `accelerate launch` on GPUs: each process trains on half the batches, rank 0
     alone writes the variant and its metrics."""
-    materialise_base(tmp_path / "models" / "base", BaseModelParams(), seed=42)
-    save_plan(plan_path("pruned", tmp_path / "models" / "plans"), PLAN)
-    rng = random.Random(7)
-    write_jsonl(tmp_path / "data" / "processed" / "train.jsonl", chat_rows(16, rng))
-    write_jsonl(tmp_path / "data" / "processed" / "validation.jsonl", chat_rows(4, rng))
-    params = {**PARAMS, "train": {**PARAMS["train"], "distributed": "ddp"}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    make_project(tmp_path, {**PARAMS, "train": {**PARAMS["train"], "distributed": "ddp"}})
     env = dict(os.environ, PYTHONPATH=str(ROOT), ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *STAGE],

@@ -26,15 +26,7 @@ from bmw.models.tokenizer import load_tiny_tokenizer
 from bmw.params import LacoParams, ModelParams, ParamsError, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # two shared cores: more threads than free cores makes torch's CPU kernels spin
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

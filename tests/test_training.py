@@ -23,7 +23,7 @@ from bmw.io import write_jsonl
 from bmw.models.base import load_base, materialise_base
 from bmw.models.plans import plan_path, save_plan
 from bmw.models.surgery import apply_plan
-from bmw.params import BaseModelParams, TrainParams, VariantParams, parse_params
+from bmw.params import BaseModelParams, VariantParams, parse_params
 from bmw.training.artifacts import load_variant, save_variant
 from bmw.training.backend import resolve_backend
 from bmw.training.checkpoints import resume_point
@@ -33,6 +33,7 @@ from bmw.training.sft import build_trainer, fit
 from bmw.training.variant import train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
 LINEAR = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 PLAN = {"type": "pruned", "layers_before": 36, "layers_after": 3, "operations": [{"op": "keep", "layers": [0, 1, 35]}]}
 PARAMS = {
@@ -64,26 +65,20 @@ def chat_rows(n: int, rng: random.Random) -> list[dict]:
     ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Matrices this small gain nothing from a second thread, and threads contend on a shared 2-core runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
+def make_project(root: Path, params: dict = PARAMS) -> Path:
     """A project folder laid out as the pipeline leaves it before train: base, plans, processed data, params."""
-    root = tmp_path_factory.mktemp("project")
     materialise_base(root / "models" / "base", BaseModelParams(), seed=42)
     save_plan(plan_path("pruned", root / "models" / "plans"), PLAN)
     rng = random.Random(7)
     write_jsonl(root / "data" / "processed" / "train.jsonl", chat_rows(16, rng))
     write_jsonl(root / "data" / "processed" / "validation.jsonl", chat_rows(4, rng))
-    (root / "params.yaml").write_text(yaml.safe_dump(PARAMS), encoding="utf-8")
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 def run_variant(project: Path, name: str, tag: str) -> tuple[dict, Path, Path]:

@@ -22,6 +22,7 @@ from bmw.bench.shapes import SHAPES, VARIANTS, build_model
 from bmw.bench.train import RunSpec, run_training
 from bmw.io import write_json
 from bmw.models.tokenizer import load_tiny_tokenizer
+from bmw.training.launch import is_main_process, world_size
 
 log = logging.getLogger("bmw.bench")
 
@@ -33,7 +34,7 @@ def environment(device: torch.device) -> dict:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    env = {"versions": versions, "device": device.type, "processes": int(os.environ.get("WORLD_SIZE", 1))}
+    env = {"versions": versions, "device": device.type, "processes": world_size()}
     if device.type == "cuda":
         env |= {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(device),
                 "gpus": torch.cuda.device_count()}
@@ -174,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"environment": environment(device), "args": {k: v for k, v in vars(a).items() if k != "out"},
                      "train": [], "eval": {}}
     began = time.perf_counter()
-    if a.eval and int(os.environ.get("RANK", 0)) == 0:  # first: short, and before Liger patches anything
+    if a.eval and is_main_process():  # first: short, and before Liger patches anything
         results["eval"] = run_eval(a, device)
     for spec in plan_runs(a) if a.train else []:
         if time.perf_counter() - began > a.budget_s:
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         results["train"].append(run_training(spec, device))
         log.info("done %s: %s", spec.name, results["train"][-1])
     results["wall_s"] = round(time.perf_counter() - began, 1)
-    if int(os.environ.get("RANK", 0)) == 0:
+    if is_main_process():
         write_json(a.out, results)
         print(table(results))
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 from trl import SFTConfig, SFTTrainer
@@ -21,9 +19,9 @@ from bmw.bench.flops import effective_context, flops_per_token, matmul_params, m
 from bmw.bench.shapes import bench_plan, build_model
 from bmw.models.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
-from bmw.training.config import lora_config
+from bmw.training.config import lora_config, set_adapter_input_casts
 from bmw.training.artifacts import save_variant
-from bmw.training.launch import is_main_process
+from bmw.training.launch import is_main_process, world_size
 from bmw.training.sft import build_trainer, gathered_state_dict
 
 log = logging.getLogger(__name__)
@@ -124,9 +122,7 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
         args.load_best_model_at_end = False
         args.use_liger_kernel = args.use_liger_kernel and spec.liger
         if spec.adapter_casts:
-            for module in trainer.model.modules():
-                if isinstance(module, BaseTunerLayer):
-                    module.cast_input_dtype_enabled = True
+            set_adapter_input_casts(trainer.model, enabled=True)
         return trainer
     # Plain TRL: its defaults (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU), with only
     # the shape, the step count and the measurement set; the same LoRA adapter as the project's.
@@ -180,7 +176,7 @@ def run_training(spec: RunSpec, device: torch.device) -> dict:
             if profiler:
                 result["top_kernels"] = profiler.top_kernels()
             seconds, tokens = timer.rate()
-            gpus = int(os.environ.get("WORLD_SIZE", 1))  # tokens are counted over all processes
+            gpus = world_size()  # tokens are counted over all processes
             args, trained = trainer.args, trainer.model
             flops = flops_per_token(trained, spec.method, s_eff)
             result.update({

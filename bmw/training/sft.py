@@ -21,7 +21,7 @@ from trl import SFTTrainer
 
 from bmw.params import TrainParams, VariantParams
 from bmw.training.checkpoints import resume_point
-from bmw.training.config import ensure_packing_safe, lora_config, packed_attention, sft_config, skip_adapter_input_casts
+from bmw.training.config import ensure_packing_safe, lora_config, packed_attention, sft_config, set_adapter_input_casts
 from bmw.training.launch import is_main_process
 from bmw.training.summary import run_summary
 
@@ -63,7 +63,7 @@ def build_trainer(
         callbacks=[*callbacks, EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience)],
     )
     if trainer.args.bf16 and isinstance(trainer.model, PeftModel):
-        skip_adapter_input_casts(trainer.model)
+        set_adapter_input_casts(trainer.model, enabled=False)
     return trainer
 
 

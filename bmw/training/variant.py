@@ -88,9 +88,9 @@ def train_variant(
             log_params={**manifest, "variant": variant.model_dump(), "train": params.train.model_dump(),
                         "seed": params.seed, "backend": backend},
         )
-        total, trainable = param_counts(model)
         if not is_main_process():
             return figures  # rank 0 of a job on several GPUs writes the variant and its metrics
+        total, trainable = param_counts(model)
     save_variant(out_dir, model, tokenizer, manifest, plan, state_dict)
     metrics = {
         "trained": variant.method != "none", "method": variant.method, "type": model_type, "layers": layers,
