@@ -1,5 +1,5 @@
 """Several processes: the launch command, the training arguments of each strategy, a real two-process DDP run of
-the train stage on CPU, and LoRA inputs kept in bf16 under autocast (the CUDA fast path)."""
+the train stage on CPU, and the FSDP2 LM-head unit closed after evaluation."""
 
 from __future__ import annotations
 
@@ -13,16 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.commands.launch import launch_command_parser
-from peft import get_peft_model
-from peft.tuners.tuners_utils import BaseTunerLayer
 
-from bmw.models.surgery import apply_plan
 from bmw.models.tiny import build_tiny_model
 from bmw.params import TrainParams, VariantParams
 from bmw.training.artifacts import load_variant
-from bmw.training.config import distributed_args, lora_config, set_adapter_input_casts, sft_config
+from bmw.training.config import distributed_args, sft_config
+from bmw.training.fsdp_head import CompleteHeadForward
 from bmw.training.launch import launch_command
-from tests.test_training import PARAMS, PLAN, make_project
+from tests.test_training import PARAMS, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ["stages.train", "lora"]
@@ -69,31 +67,6 @@ def test_training_arguments_of_each_strategy(single_process, monkeypatch, tmp_pa
     assert plugin["activation_checkpointing"] is True and config.activation_checkpointing is False
 
 
-def test_lora_inputs_stay_bf16_under_autocast():
-    torch.manual_seed(0)
-    model = apply_plan(build_tiny_model(0), PLAN).to(torch.bfloat16)
-    peft = get_peft_model(model, lora_config(VariantParams(r=4, alpha=8)))  # PEFT keeps the adapters in fp32
-    adapters = [p for n, p in peft.named_parameters() if "lora_" in n]
-    for p in adapters:
-        torch.nn.init.normal_(p, std=0.05)  # lora_B starts at zero: make the adapters change the output
-    seen: list[torch.dtype] = []
-    for module in peft.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.lora_A["default"].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
-    ids = torch.randint(3, 2000, (2, 24))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        reference = peft(input_ids=ids).logits.float()
-    assert set(seen) == {torch.float32}  # PEFT's cast: a full fp32 copy of every adapted input
-    seen.clear()
-    set_adapter_input_casts(peft, enabled=False)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = peft(input_ids=ids).logits.float()
-        logits.logsumexp(-1).mean().backward()
-    assert set(seen) == {torch.bfloat16}
-    assert torch.allclose(logits, reference, atol=0.05, rtol=0.02)
-    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.abs().sum() > 0 for p in adapters)
-
-
 @pytest.mark.slow
 def test_two_processes_train_a_variant_with_ddp(tmp_path):
     """torchrun on CPU stands in for `accelerate launch` on GPUs: each process trains on half the batches, rank 0
@@ -114,3 +87,14 @@ def test_two_processes_train_a_variant_with_ddp(tmp_path):
     model, _ = load_variant(tmp_path / "models" / "variants" / "lora", base_dir=tmp_path / "models" / "base")
     assert model.config.num_hidden_layers == 3
     assert not (tmp_path / "models" / "checkpoints" / "lora").exists()
+
+
+def test_closing_the_lm_head_unit_calls_the_head_on_zero_rows():
+    model = build_tiny_model(0)
+    head = model.get_output_embeddings()
+    before = head.weight.detach().clone()
+    calls: list[tuple] = []
+    head.register_forward_hook(lambda m, args, out: calls.append((tuple(args[0].shape), tuple(out.shape))))
+    CompleteHeadForward().on_evaluate(None, None, None, model=model)
+    assert calls == [((0, head.in_features), (0, head.out_features))]
+    assert torch.equal(head.weight, before)

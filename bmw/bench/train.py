@@ -19,8 +19,9 @@ from bmw.bench.flops import effective_context, flops_per_token, matmul_params, m
 from bmw.bench.shapes import bench_plan, build_model
 from bmw.models.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
-from bmw.training.config import lora_config, set_adapter_input_casts
+from bmw.training.config import lora_config
 from bmw.training.artifacts import save_variant
+from bmw.training.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.training.launch import is_main_process, world_size
 from bmw.training.sft import build_trainer, gathered_state_dict
 
@@ -41,6 +42,7 @@ class RunSpec:
     liger: bool = True  # project runs: False turns the fast path's Liger kernels off (the ablation)
     profile: bool = False  # record the top kernels of two warm-up steps (needs warmup >= 4)
     adapter_casts: bool = False  # project LoRA runs: True keeps PEFT's casts of adapter inputs (the ablation)
+    unfused: bool = False  # project LoRA runs: True adds the update as PEFT does, outside the GEMM (the ablation)
     distributed: str = "none"  # project runs under `accelerate launch`: train.distributed (ddp | fsdp)
     save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
 
@@ -49,7 +51,7 @@ class RunSpec:
         if self.mode == "baseline":
             return f"baseline/{self.method}/{self.variant}"
         return (f"project/{self.method}/{self.variant}/{self.attn}" + ("" if self.liger else "/no-liger")
-                + ("/adapter-casts" if self.adapter_casts else "")
+                + ("/adapter-casts" if self.adapter_casts else "") + ("/unfused" if self.unfused else "")
                 + ("" if self.distributed == "none" else f"/{self.distributed}"))
 
 
@@ -123,6 +125,8 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
         args.use_liger_kernel = args.use_liger_kernel and spec.liger
         if spec.adapter_casts:
             set_adapter_input_casts(trainer.model, enabled=True)
+        if spec.unfused:
+            set_fused_updates(trainer.model, enabled=False)
         return trainer
     # Plain TRL: its defaults (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU), with only
     # the shape, the step count and the measurement set; the same LoRA adapter as the project's.

@@ -7,8 +7,7 @@ import logging
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel
-from peft.tuners.tuners_utils import BaseTunerLayer
+from peft import LoraConfig
 from transformers import PreTrainedModel
 from trl import SFTConfig
 
@@ -110,17 +109,6 @@ def lora_config(variant: VariantParams) -> LoraConfig:
         bias="none",
         task_type="CAUSAL_LM",
     )
-
-
-def set_adapter_input_casts(model: PeftModel, enabled: bool) -> None:
-    """Whether PEFT casts each LoRA input to the fp32 adapter dtype (its default); the fast path turns it off.
-
-    Under bf16 autocast the adapter's matmuls run in bf16 anyway, so the cast only copies every adapted linear's
-    input to fp32 and back: 13% of a LoRA step at Qwen3-8B's shape (bmw bench profile). The adapters stay fp32 master
-    weights that autocast casts per call (r x hidden: small)."""
-    for module in model.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.cast_input_dtype_enabled = enabled
 
 
 def ensure_packing_safe(model: PreTrainedModel, preferred: str | None = None) -> None:

@@ -21,7 +21,9 @@ from trl import SFTTrainer
 
 from bmw.params import TrainParams, VariantParams
 from bmw.training.checkpoints import resume_point
-from bmw.training.config import ensure_packing_safe, lora_config, packed_attention, sft_config, set_adapter_input_casts
+from bmw.training.config import ensure_packing_safe, lora_config, packed_attention, sft_config
+from bmw.training.fast_lora import set_adapter_input_casts, set_fused_updates
+from bmw.training.fsdp_head import CompleteHeadForward
 from bmw.training.launch import is_main_process
 from bmw.training.summary import run_summary
 
@@ -62,8 +64,12 @@ def build_trainer(
         peft_config=lora_config(variant) if needs_adapter else None,
         callbacks=[*callbacks, EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience)],
     )
-    if trainer.args.bf16 and isinstance(trainer.model, PeftModel):
-        set_adapter_input_casts(trainer.model, enabled=False)
+    if trainer.is_fsdp_enabled:
+        trainer.add_callback(CompleteHeadForward())
+    if isinstance(trainer.model, PeftModel):
+        set_fused_updates(trainer.model, enabled=True)
+        if trainer.args.bf16:
+            set_adapter_input_casts(trainer.model, enabled=False)
     return trainer
 
 
