@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3ForCausalLM
 
-from bmw.bench.cli import main
+from bmw.bench.cli import main, parse_args, plan_runs
 from bmw.bench.data import synthetic_dataset
 from bmw.bench.flops import flops_per_token, matmul_params
 from bmw.bench.shapes import bench_plan, build_model
@@ -106,3 +106,14 @@ def test_bmw_bench_runs_the_tiny_shape_on_cpu(tmp_path, capsys):
     assert result["eval"]["semantic_entropy_sampling_dynamic"]["generated_tokens"] > 0
     assert result["environment"]["versions"]["trl"]
     assert "baseline/lora/original" in capsys.readouterr().out
+
+
+def test_bench_runs_the_baselines_and_ablations_before_the_fast_path():
+    runs = [r.name for r in plan_runs(parse_args(["--methods", "lora,full", "--ablate-liger", "--ablate-casts",
+                                                  "--ablate-fused"]))]
+    assert runs == [
+        "baseline/lora/original", "baseline/full/original",
+        "project/lora/original/auto/no-liger", "project/full/original/auto/no-liger",  # before Liger patches Qwen3
+        "project/lora/original/auto/adapter-casts", "project/lora/original/auto/unfused",
+        "project/lora/original/auto", "project/full/original/auto",
+    ]
