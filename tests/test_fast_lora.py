@@ -80,36 +80,29 @@ def test_fused_update_equals_peft_and_runs_one_gemm_per_adapter():
     torch.testing.assert_close(step(peft, IDS)[0], reference)
 
 
-def test_fused_update_under_bf16_autocast_with_bf16_inputs():
-    peft = peft_model(torch.bfloat16)
-    reference, _ = step(peft, IDS, autocast=True)
+def adapter_input_dtypes(peft) -> list[torch.dtype]:
+    """The dtypes the adapters' lora_A sees, appended on every forward from now on."""
     seen: list[torch.dtype] = []
     for module in peft.modules():
         if isinstance(module, BaseTunerLayer):
             module.lora_A["default"].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
-    set_fused_updates(peft, enabled=True)
-    set_adapter_input_casts(peft, enabled=False)
-    logits, grads = step(peft, IDS, autocast=True)
-    assert set(seen) == {torch.bfloat16}  # no fp32 copy of the adapted inputs
-    torch.testing.assert_close(logits, reference, atol=0.05, rtol=0.02)
-    assert all(g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads.values())  # fp32 master adapters
+    return seen
 
 
-def test_lora_inputs_stay_bf16_under_autocast():
+@pytest.mark.parametrize("fused", [False, True], ids=["peft-update", "fused-update"])
+def test_lora_inputs_stay_bf16_under_autocast(fused):
     peft = peft_model(torch.bfloat16)
-    seen: list[torch.dtype] = []
-    for module in peft.modules():
-        if isinstance(module, BaseTunerLayer):
-            module.lora_A["default"].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+    seen = adapter_input_dtypes(peft)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         reference = peft(input_ids=IDS).logits.float()
     assert set(seen) == {torch.float32}  # PEFT's cast: a full fp32 copy of every adapted input
     seen.clear()
+    set_fused_updates(peft, enabled=fused)
     set_adapter_input_casts(peft, enabled=False)
     logits, grads = step(peft, IDS, autocast=True)
     assert set(seen) == {torch.bfloat16}
     torch.testing.assert_close(logits, reference, atol=0.05, rtol=0.02)
-    assert all(g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads.values())
+    assert all(g.dtype == torch.float32 and g.abs().sum() > 0 for g in grads.values())  # fp32 master adapters
 
 
 def test_dropout_disabled_and_merged_adapters_follow_peft():

@@ -40,12 +40,10 @@ def _fused_forward(self: LoraLinear, x: torch.Tensor, *args: Any, **kwargs: Any)
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x)
     low_rank = lora_a(self.lora_dropout[name](self._cast_input_dtype(x, lora_a.weight.dtype)))
-    # one dtype for the GEMM: autocast's when it is on, else the base layer's output dtype (as PEFT's final cast)
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else result.dtype
-    fused = torch.addmm(result.reshape(-1, result.shape[-1]).to(dtype),
-                        low_rank.reshape(-1, low_rank.shape[-1]).to(dtype),
-                        lora_b.weight.t().to(dtype), alpha=self.scaling[name])
-    return fused.view(result.shape).to(result.dtype)
+    # the GEMM in the base layer's output dtype (autocast's, when it is on), which PEFT casts its result back to
+    fused = torch.addmm(result.reshape(-1, result.shape[-1]), low_rank.reshape(-1, low_rank.shape[-1]).to(result.dtype),
+                        lora_b.weight.t().to(result.dtype), alpha=self.scaling[name])
+    return fused.view(result.shape)
 
 
 def set_fused_updates(model: PeftModel, enabled: bool) -> None:
