@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	git rev-parse HEAD >/dev/null  # dvclive needs a commit
 	dvc repro
-	python -m bmw.report.table
+	bmw table
 
 test: setup
 	pytest -q -rs

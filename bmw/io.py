@@ -73,9 +73,10 @@ def read_jsonl(path: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def write_json(path: str | Path, obj: Any) -> None:
+def write_json(path: str | Path, obj: Any, sort_keys: bool = True) -> None:
+    """`sort_keys=False` keeps the dict's order: a DVC metrics file whose headline figures come first."""
     with atomic_open(path) as f:
-        json.dump(obj, f, ensure_ascii=False, sort_keys=True, indent=2)
+        json.dump(obj, f, ensure_ascii=False, sort_keys=sort_keys, indent=2)
         f.write("\n")
 
 

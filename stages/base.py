@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bmw.models.base import materialise_base
+from bmw.base.materialise import materialise_base
 from bmw.params import load_params
 
 BASE_DIR = Path("models/base")

@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bmw.clean.documents import build_documents, summarize
 from bmw.io import read_jsonl, write_json, write_jsonl
 from bmw.params import load_params
-from bmw.text.documents import build_documents, summarize
 
 RAW = Path("data/raw")
 OUT = Path("data/clean")

@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from bmw.evaluation.evaluate import evaluate_variant
+from bmw.eval.evaluate import evaluate_variant
 from bmw.params import load_params
 
 DATA_DIR = Path("data/processed")

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from bmw.filter.filter import filter_documents
 from bmw.io import read_jsonl, write_json, write_jsonl
-from bmw.llm.filter import filter_documents
 from bmw.params import load_params
 
 SOURCE = Path("data/clean/documents.jsonl")

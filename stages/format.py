@@ -9,11 +9,11 @@ import json
 import logging
 from pathlib import Path
 
-from bmw.chat import dataset
-from bmw.chat.card import render_card
-from bmw.chat.stats import dataset_stats, histogram_png, metrics, token_counts
+from bmw.base.tokenizer import load_tokenizer
+from bmw.format import dataset
+from bmw.format.card import render_card
+from bmw.format.stats import dataset_stats, histogram_png, metrics, token_counts
 from bmw.io import atomic_open, read_jsonl, write_bytes, write_json
-from bmw.models.tokenizer import load_tokenizer
 from bmw.params import load_params
 
 log = logging.getLogger("stages.format")

@@ -1,4 +1,8 @@
-"""prune: layer plans for model.type and every type a variant pins, with per-layer scores on calibration text."""
+"""prune: layer plans for model.type and every type a variant pins, with per-layer scores on calibration text.
+
+Writes models/plans/<type>.json and models/plans/summary.json (sizes by type), metrics/prune.json (model.type's
+sizes), metrics/layer_scores.json and plots/layer_scores.png.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,15 @@ from pathlib import Path
 
 import torch
 
-from bmw.io import write_json
-from bmw.io import atomic_dir
-from bmw.models.base import load_base
-from bmw.models.calibration import calibration_sequences
-from bmw.models.plans import PLANS_DIR, make_plan, parameter_counts, plan_path, save_plan
-from bmw.models.plots import layer_score_rows, plot_layer_scores
-from bmw.models.scores import layer_stats
+from bmw.io import atomic_dir, write_json
+from bmw.models.base import BASE_DIR, load_base
+from bmw.models.plan import PLANS_DIR, plan_path, save_plan
 from bmw.params import load_params
+from bmw.prune.calibration import calibration_sequences
+from bmw.prune.plans import make_plan, parameter_counts
+from bmw.prune.plots import layer_score_rows, plot_layer_scores
+from bmw.prune.scores import layer_stats
 
-BASE_DIR = Path("models/base")
 TRAIN = Path("data/processed/train.jsonl")
 
 log = logging.getLogger("prune")
@@ -34,13 +37,13 @@ def main() -> None:
     )
     stats = layer_stats(model, sequences)
     types = sorted({p.type} | {params.variant_type(name) for name in params.variants})
-    metrics: dict = {"by_type": {}}
+    by_type: dict = {}
     with atomic_dir(PLANS_DIR) as tmp:
         for model_type in types:
             plan = make_plan(model_type, p, model, stats, sequences)
             save_plan(plan_path(model_type, tmp), plan)
             before, after = parameter_counts(model, plan)
-            metrics["by_type"][model_type] = {
+            by_type[model_type] = {
                 "layers_before": plan["layers_before"],
                 "layers_after": plan["layers_after"],
                 "params_before": before,
@@ -48,8 +51,9 @@ def main() -> None:
                 "compression": round(1 - after / before, 6),
             }
             log.info("%s: %d -> %d layers", model_type, plan["layers_before"], plan["layers_after"])
-    metrics |= metrics["by_type"][p.type]
-    write_json("metrics/prune.json", metrics)
+        write_json(tmp / "summary.json", by_type)
+    # the DVC metrics of model.type: what the architecture keeps (the sizes of every type are in the summary)
+    write_json("metrics/prune.json", by_type[p.type])
     rows = layer_score_rows(stats.block_influence, stats.angular_distance(1))
     write_json("metrics/layer_scores.json", rows)
     plot_layer_scores(rows, "plots/layer_scores.png", f"Layer scores of {params.base.name} ({stats.tokens} tokens)")

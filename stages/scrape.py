@@ -7,10 +7,12 @@ python -m stages.scrape
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
-from bmw.crawl import crawl
 from bmw.params import load_params
+from bmw.scrape import crawl
+from mirror.server import serve_site
 
 RAW = Path("data/raw")
 
@@ -18,7 +20,9 @@ RAW = Path("data/raw")
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
-    summary = crawl(RAW, params.scrape)
+    bundled = params.scrape.source == "bundled"
+    with serve_site() if bundled else nullcontext() as site:  # the mirror on 127.0.0.1, for this crawl only
+        summary = crawl(RAW, params.scrape, site.url if bundled else params.scrape.source)
     logging.getLogger("stages.scrape").info(
         "%s: %d articles, %d pdfs, %d failures (this run: %d new entries, %d pages in %.1f s)", RAW,
         summary["articles"], summary["pdfs"], summary["failures"], summary["journaled"], summary["pages"],

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from bmw.params import load_params
-from bmw.training.launch import launch_command
-from bmw.training.variant import train_variant
+from bmw.train.launch import launch_command
+from bmw.train.variant import train_variant
 
 
 def main(argv: list[str] | None = None) -> None:

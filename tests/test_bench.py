@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3ForCausalLM
 
-from bmw.bench.cli import main, parse_args, plan_runs
-from bmw.bench.data import synthetic_dataset
-from bmw.bench.flops import flops_per_token, matmul_params
-from bmw.bench.shapes import bench_plan, build_model
-from bmw.models.tiny import qwen3_8b_config
-from bmw.models.tokenizer import load_tiny_tokenizer
+from bench.model.cli import main, parse_args, plan_runs
+from bench.model.data import synthetic_dataset
+from bench.model.flops import flops_per_token, matmul_params
+from bench.model.shapes import build_model, default_plan
+from bmw.base.tiny import qwen3_8b_config
+from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
-from bmw.training.config import ensure_packing_safe
-from bmw.training.sft import build_trainer
+from bmw.train.config import ensure_packing_safe, run_config
+from bmw.train.sft import build_trainer
 
 CPU = torch.device("cpu")
 
@@ -30,11 +30,11 @@ def _nll_sum(model, ids: torch.Tensor) -> tuple[float, int]:
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_packed_batch_of_the_project_trainer_has_the_per_example_loss(tmp_path, attn):
     tokenizer = load_tiny_tokenizer()
-    model = build_model("tiny", "pruned", CPU, attn=attn)
+    model, _ = build_model("tiny", "pruned", CPU, attn=attn)
     data = synthetic_dataset(12, 96, 3, len(tokenizer), seed=3)
     train = TrainParams(backend="transformers", max_length=128, batch_size=2, packing=True)
-    trainer = build_trainer(model, tokenizer, variant=VariantParams(method="full"), train=train, seed=0,
-                            dtype="float32", train_ds=data, eval_ds=data, checkpoint_dir=tmp_path)
+    trainer = build_trainer(model, tokenizer, run_config(train, VariantParams(method="full"), 0, tmp_path, "float32"),
+                            data, data)
     batch = next(iter(trainer.get_train_dataloader()))
     positions = batch["position_ids"][0]
     starts = (positions == 0).nonzero().flatten().tolist() + [len(positions)]
@@ -50,18 +50,21 @@ def test_packed_batch_of_the_project_trainer_has_the_per_example_loss(tmp_path, 
 
 
 def test_switching_attention_reaches_laco_merged_layers():
-    model = build_model("tiny", "laco", CPU, attn="sdpa")
-    assert model.config.num_hidden_layers == 28
+    model, _ = build_model("tiny", "laco", CPU, attn="sdpa")
+    assert model.config.num_hidden_layers == 26
     ensure_packing_safe(model, "eager")
     configs = [m.config for m in model.modules() if hasattr(getattr(m, "config", None), "_attn_implementation")]
     kinds = {c._attn_implementation for c in configs}
     assert kinds == {"eager"}
 
 
-def test_bench_plans_and_bad_names():
-    assert [bench_plan(v)["layers_after"] for v in ("original", "dropped", "pruned", "laco")] == [36, 35, 24, 28]
-    with pytest.raises(ValueError, match="variant 'halved'"):
-        bench_plan("halved")
+def test_bench_types_are_cut_by_the_params_default_plans():
+    layers = {t: build_model("tiny", t, CPU)[1]["layers_after"] for t in ("original", "dropped", "pruned", "laco")}
+    # dropped.layers [16], pruned.keep 24, LaCo C=3 merges accepted until max_compression 0.3 of 36 layers
+    assert layers == {"original": 36, "dropped": 35, "pruned": 24, "laco": 26}
+    model, _ = build_model("tiny", "original", CPU)
+    with pytest.raises(ValueError, match="type 'halved'"):
+        default_plan(model, "halved")
     with pytest.raises(ValueError, match="shape 'qwen3-80b'"):
         build_model("qwen3-80b", "original", CPU)
     with pytest.raises(ValueError, match=r"token id range \[5, 5\)"):

@@ -16,17 +16,17 @@ import pytest
 import yaml
 from fpdf import FPDF
 
+from bmw.clean.clean import clean_text, rejection
+from bmw.clean.documents import build_documents, clean_article
+from bmw.clean.language import detect_language
+from bmw.clean.pdf import PAGE_BREAK, extract_pdf
+from bmw.clean.reflow import Vocabulary, join_lines, reflow, stitch
+from bmw.clean.rules import BLOCK_RULES, LINE_RULES, PAGE_RULES
 from bmw.io import read_jsonl, sha256_bytes
-from bmw.mirror import SITE_DIR
-from bmw.mirror.content import BAD_CASES, mirror_articles, mirror_releases
-from bmw.mirror.pdf import header_lines
 from bmw.params import CleanParams
-from bmw.text.clean import clean_text, rejection
-from bmw.text.documents import build_documents, clean_article
-from bmw.text.language import detect_language
-from bmw.text.pdf import PAGE_BREAK, extract_pdf
-from bmw.text.reflow import Vocabulary, join_lines, reflow, stitch
-from bmw.text.rules import BLOCK_RULES, LINE_RULES, PAGE_RULES
+from mirror import SITE_DIR
+from mirror.content import BAD_CASES, mirror_articles, mirror_releases
+from mirror.pdf import header_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTES = json.loads((SITE_DIR / "routes.json").read_text(encoding="utf-8"))

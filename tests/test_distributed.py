@@ -14,13 +14,13 @@ import pytest
 import torch
 from accelerate.commands.launch import launch_command_parser
 
-from bmw.models.tiny import build_tiny_model
+from bmw.base.tiny import build_tiny_model
+from bmw.models.variant import load_variant
 from bmw.params import TrainParams, VariantParams
-from bmw.training.artifacts import load_variant
-from bmw.training.config import distributed_args, sft_config
-from bmw.training.fsdp_head import CompleteHeadForward
-from bmw.training.launch import launch_command
-from tests.test_training import PARAMS, make_project
+from bmw.train.config import distributed_args, sft_config
+from bmw.train.fsdp_head import CompleteHeadForward
+from bmw.train.launch import launch_command
+from tests.test_train import PARAMS, make_project
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ["stages.train", "lora"]
@@ -44,7 +44,7 @@ def test_launch_command_runs_one_process_per_gpu(single_process):
 
 def test_no_launch_when_not_asked_already_launched_or_on_one_gpu(single_process, monkeypatch, caplog):
     assert launch_command(TrainParams(), STAGE, 8) is None
-    with caplog.at_level(logging.WARNING, logger="bmw.training.launch"):
+    with caplog.at_level(logging.WARNING, logger="bmw.train.launch"):
         assert launch_command(TrainParams(distributed="ddp"), STAGE, 1) is None
     assert "needs 2 or more GPUs, 1 visible" in caplog.text
     with pytest.raises(ValueError, match="train.gpus: 3 processes asked for, 2 GPU"):

@@ -17,7 +17,16 @@ from dvc.repo import Repo
 
 from bmw.team.doctor import diagnose
 from bmw.team.findings import Finding, exit_status
-from tests.s3_server import CREDENTIAL_VARS, FAKE_KEY_ID, FAKE_SECRET, REGION, S3Server, isolation, run, team_env
+from tests.s3_server import (
+    CREDENTIAL_VARS,
+    FAKE_KEY_ID,
+    FAKE_SECRET,
+    REGION,
+    S3Server,
+    isolation,
+    run,
+    team_env,
+)
 
 BUCKET = "doctor"
 STAGE = "python -c \"import yaml; open('out.txt', 'w').write(str(yaml.safe_load(open('params.yaml'))['n'] * 7))\""

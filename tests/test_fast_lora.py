@@ -1,4 +1,4 @@
-"""The LoRA fast path (bmw.training.fast_lora) against PEFT's own forward: same outputs and adapter gradients, in
+"""The LoRA fast path (bmw.train.fast_lora) against PEFT's own forward: same outputs and adapter gradients, in
 fp32 and under bf16 autocast, with the update really inside one GEMM per adapted linear."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from bmw.base.tiny import build_tiny_model
 from bmw.models.surgery import apply_plan
-from bmw.models.tiny import build_tiny_model
 from bmw.params import VariantParams
-from bmw.training.config import lora_config
-from bmw.training.fast_lora import set_adapter_input_casts, set_fused_updates
-from tests.test_training import PLAN
+from bmw.train.config import lora_config
+from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
+from tests.test_train import PLAN
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bmw.filter.answer import MalformedAnswer, parse_answer
+from bmw.filter.chunks import Chunk, join_chunks, split_text
+from bmw.filter.client import EndpointConfigError, MissingApiKeyError
+from bmw.filter.faithful import check_faithful
+from bmw.filter.filter import ChunkResult, combine_document, filter_documents
 from bmw.io import dumps_line, read_jsonl, write_jsonl
-from bmw.llm.answer import MalformedAnswer, parse_answer
-from bmw.llm.chunks import Chunk, join_chunks, split_text
-from bmw.llm.client import EndpointConfigError, MissingApiKeyError
-from bmw.llm.faithful import check_faithful
-from bmw.llm.filter import ChunkResult, combine_document, filter_documents
 from bmw.params import FilterParams
 from tests.llm_server import ADDED_SENTENCE, LLMServer
 

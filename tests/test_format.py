@@ -15,17 +15,17 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from bmw.chat import dataset
-from bmw.chat.card import render_card
-from bmw.chat.facts import FACT_TYPES, extract_facts, normalise, sentences
-from bmw.chat.messages import ROLES
-from bmw.chat.qa import qa_pairs
-from bmw.chat.select import usable
-from bmw.chat.split import SPLITS, assign_split, split_documents
-from bmw.chat.stats import dataset_stats, histogram_png, metrics, token_counts
+from bmw.format import dataset
+from bmw.format.card import render_card
+from bmw.format.facts import FACT_TYPES, extract_facts, normalise, sentences
+from bmw.format.messages import ROLES
+from bmw.format.qa import qa_pairs
+from bmw.format.select import usable
+from bmw.format.split import SPLITS, assign_split, split_documents
+from bmw.format.stats import dataset_stats, histogram_png, metrics, token_counts
 from bmw.io import read_jsonl, write_jsonl
-from bmw.mirror.content import mirror_articles
 from bmw.params import FormatParams, SplitParams
+from mirror.content import mirror_articles
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 42

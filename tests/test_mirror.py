@@ -14,14 +14,20 @@ import pypdf
 import pytest
 from parsel import Selector
 
-from bmw.mirror import corpus
-from bmw.mirror import SITE_DIR
-from bmw.mirror.build import build_site
-from bmw.mirror.content import (BAD_CASES, FIRST_DAY, LAST_DAY, _context, format_date, mirror_articles,
-                                mirror_releases)
-from bmw.mirror.layout import hyphen_points
-from bmw.mirror.pdf import header_lines
-from bmw.mirror.server import serve_site
+from mirror import SITE_DIR, corpus
+from mirror.build import build_site
+from mirror.content import (
+    BAD_CASES,
+    FIRST_DAY,
+    LAST_DAY,
+    _context,
+    format_date,
+    mirror_articles,
+    mirror_releases,
+)
+from mirror.layout import hyphen_points
+from mirror.pdf import header_lines
+from mirror.server import serve_site
 
 ROUTES = json.loads((SITE_DIR / "routes.json").read_text(encoding="utf-8"))
 GOOD = [a for a in mirror_articles() if a.attachment == "pdf" and a.language == "en"]
@@ -218,7 +224,7 @@ def test_hyphenation_splits_only_plain_words():
 
 
 def test_pdf_bytes_are_deterministic():
-    from bmw.mirror.pdf import render_pdf
+    from mirror.pdf import render_pdf
 
     release = next(r for r in mirror_releases() if r.article.attachment == "pdf")
     assert render_pdf(release) == render_pdf(release) == (SITE_DIR / ROUTES[release.article.attachment_path]

@@ -19,8 +19,8 @@ import yaml
 from dvc.repo import Repo
 from safetensors import safe_open
 
+from bench.remote import bench
 from bmw.io import sha256_bytes
-from bmw.team.bench_remote import bench
 from bmw.team.runcache import not_run_cacheable
 from tests.s3_server import S3Server, add_remote, run, team_env
 

@@ -12,18 +12,18 @@ from bmw.report.tables import training_table, variant_table
 
 def _write_variant(root: Path, name: str, type_: str, method: str, ppl: float, per_epoch: float | None):
     train = root / "train" / name
-    write_json(train / "metrics.json", {
+    write_json(train / "metrics.json", {"best_eval_loss": 2.5})
+    write_json(train / "run.json", {
         "trained": method != "none", "method": method, "type": type_, "layers": 36 if type_ == "original" else 24,
         "total_params": 1_500_000, "trainable_params": 0 if method == "none" else 90_000,
-        "time_per_epoch_s": per_epoch, "epochs_run": 3, "tokens_per_second": 1000.0, "best_eval_loss": 2.5,
-        "best_step": 20, "final_train_loss": 2.4})
+        "time_per_epoch_s": per_epoch, "epochs_run": 3, "tokens_per_second": 1000.0, "best_step": 20, "final_train_loss": 2.4})
     if method != "none":
         curves = train / "plots" / "metrics"
         (curves / "eval").mkdir(parents=True)
         (curves / "loss.tsv").write_text("step\tloss\n10\t3.0\n20\t2.5\n")
         (curves / "eval" / "loss.tsv").write_text("step\tloss\n10\t3.1\n20\t2.6\n")
     ev = root / "eval" / name
-    write_json(ev / "metrics.json", {
+    write_json(ev / "details.json", {
         "perplexity": {"ppl": ppl, "bits_per_byte": 1.5}, "test_loss": 2.0,
         "semantic_entropy": {"discrete": 0.5, "weighted": 0.4, "clustering": "embedding:all-MiniLM-L6-v2"},
         "mcqa": {"acc": 0.5, "acc_norm": 0.25, "n": 4, "by_type": {"date": {"acc": 0.5, "acc_norm": 0.5, "n": 2}}},

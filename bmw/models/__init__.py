@@ -1,5 +1,5 @@
-"""Base model, tokenizer and layer surgery.
+"""The model folders the stages pass to each other, and the one way layers are removed or merged.
 
-tokenizer (tiny BPE + Qwen3 ChatML template), tiny (Qwen3 configs), base (models/base/), surgery (apply_plan),
-calibration + scores (block influence, angular distance), laco, plans (models/plans/<type>.json), plots.
+base (`models/base/`, written by the base stage), plan (`models/plans/<type>.json`, written by prune),
+variant (`models/variants/<name>/`, written by train, read by eval), surgery (`apply_plan`).
 """

@@ -1,49 +1,18 @@
-"""The base model folder `models/base/`: materialised once by the base stage, read by every later stage."""
+"""The base model folder `models/base/`: written once by the base stage, read by prune, train and eval."""
 
 from __future__ import annotations
 
-import logging
-import re
-import shutil
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from bmw.io import atomic_dir
-from bmw.models.tiny import build_tiny_model
-from bmw.models.tokenizer import load_tiny_tokenizer
-from bmw.params import BaseModelParams
-
-log = logging.getLogger(__name__)
-
-# what a causal-LM checkpoint needs; skips e.g. original/ (consolidated .pth) folders some repos carry
-HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
-_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-
-
-def materialise_base(out_dir: str | Path, base: BaseModelParams, seed: int) -> Path:
-    """Write model + tokenizer of `base.name` to `out_dir` (atomically): "tiny", a local folder or a Hub id."""
-    out_dir = Path(out_dir)
-    source = Path(base.name)
-    with atomic_dir(out_dir) as tmp:
-        if base.name == "tiny":
-            tokenizer = load_tiny_tokenizer()
-            build_tiny_model(seed, tokenizer).save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        elif source.is_dir():
-            if not (source / "config.json").is_file():
-                raise FileNotFoundError(f"base.name: {source} is a folder without config.json, not a model")
-            shutil.copytree(source, tmp, dirs_exist_ok=True)
-        elif _HUB_ID.match(base.name):
-            from huggingface_hub import snapshot_download
-
-            log.info("downloading %s@%s", base.name, base.revision)
-            snapshot_download(base.name, revision=base.revision, local_dir=tmp, allow_patterns=HUB_FILES)
-            shutil.rmtree(tmp / ".cache", ignore_errors=True)  # download bookkeeping, not part of the model
-        else:
-            raise ValueError(f"base.name: {base.name!r} is not 'tiny', an existing folder or a Hub id 'owner/name'")
-    return out_dir
+BASE_DIR = Path("models/base")
 
 
 def load_base(

@@ -1,4 +1,4 @@
-"""Read what train@variant and eval@variant wrote into one record per variant."""
+"""Read what train@variant and eval@variant wrote into one record per variant (all figures, not only the metrics)."""
 
 from __future__ import annotations
 
@@ -50,8 +50,8 @@ def collect(variants: list[str], metrics_dir: Path = Path("metrics")) -> list[Va
         results.append(
             VariantResult(
                 name=name,
-                train=_json(train_dir / "metrics.json"),
-                eval=_json(eval_dir / "metrics.json"),
+                train=_json(train_dir / "run.json") | _json(train_dir / "metrics.json"),
+                eval=_json(eval_dir / "details.json"),
                 train_curve=_curve(train_dir / "plots" / "metrics" / "loss.tsv"),
                 eval_curve=_curve(train_dir / "plots" / "metrics" / "eval" / "loss.tsv"),
                 generations=read_jsonl(gens) if gens.exists() else [],

@@ -1,6 +1,6 @@
 """The cross-type table: every variant of every `model.type`, read from DVC experiments.
 
-`python -m bmw.report.experiments --run` queues one experiment per model type and runs them
+`bmw experiments --run` queues one experiment per model type and runs them
 (`dvc exp run --queue -S model.type=original,dropped,pruned,laco`, then `dvc exp run --run-all`);
 without `--run` it only prints the table of the experiments already there.
 """
@@ -15,8 +15,8 @@ from bmw.params import ModelType
 from bmw.report.tables import fmt, markdown_table
 
 TYPES: tuple[ModelType, ...] = ("original", "dropped", "pruned", "laco")
-COLUMNS = [("Test perplexity ↓", ("perplexity", "ppl"), 2), ("Semantic entropy ↓", ("semantic_entropy", "discrete"), 3),
-           ("MCQA acc ↑", ("mcqa", "acc"), 3), ("Bits/byte ↓", ("perplexity", "bits_per_byte"), 3)]
+COLUMNS = [("Test perplexity ↓", "perplexity", 2), ("MCQA acc ↑", "mcqa_acc", 3),
+           ("Semantic entropy ↓", "semantic_entropy", 3)]  # header, key of metrics/eval/<variant>/metrics.json, digits
 
 
 def _runs(exp_show: list[dict]) -> list[tuple[str, dict]]:
@@ -47,9 +47,7 @@ def cross_type_rows(exp_show: list[dict]) -> list[list[str]]:
             if (row_type, variant) in seen:  # a variant pinning its type is the same in every experiment
                 continue
             seen.add((row_type, variant))
-            cells = []
-            for _, (group, key), digits in COLUMNS:
-                cells.append(fmt((metrics.get(group) or {}).get(key), digits))
+            cells = [fmt(metrics.get(key), digits) for _, key, digits in COLUMNS]
             rows.append([f"{row_type}/{variant}", name] + cells)
     return rows
 

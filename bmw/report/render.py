@@ -111,8 +111,8 @@ def model_card(results: list[VariantResult], params: Params) -> str:
         "",
         f"# {params.base.name} fine-tuned on BMW Group press releases",
         "",
-        "Variants of the base model (layer-dropped, layer-pruned, layer-collapsed; full fine-tuning and LoRA) trained "
-        "on BMW Group press releases formatted as Qwen3 ChatML. All numbers below are read from the pipeline's metrics.",
+        "The base model and architectures derived from it (layer-dropped, layer-pruned, layer-collapsed), untrained, "
+        "fully fine-tuned or LoRA-tuned on BMW Group press releases formatted as Qwen3 ChatML. All numbers below are read from the pipeline's metrics.",
         "",
         f"Best test perplexity: **{best.name}**" if best else "No evaluated variant yet.",
         "",
@@ -135,7 +135,7 @@ def model_card(results: list[VariantResult], params: Params) -> str:
         "## Intended use and limitations",
         "",
         "Drafting press-release style text and answering questions about the releases it was trained on. It is not a "
-        "source of facts: check every figure, date and name against the original release. Layer-pruned variants lose "
+        "source of facts: check every figure, date and name against the original release. Variants of a layer-pruned type lose "
         "knowledge that perplexity alone does not show; compare the multiple-choice accuracy before deploying one.",
         "",
     ]

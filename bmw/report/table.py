@@ -1,4 +1,4 @@
-"""`python -m bmw.report.table`: print the variant table of the current workspace."""
+"""`bmw table`: print the variant table of the current workspace."""
 
 from __future__ import annotations
 

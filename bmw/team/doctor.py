@@ -21,7 +21,12 @@ from bmw.team.findings import Finding, exit_status, render_json, render_text
 from bmw.team.gitstate import check_clean, check_repo, open_git
 from bmw.team.probe import check_reachable
 from bmw.team.redact import redact, secret_values
-from bmw.team.remoteconfig import check_committed, check_credentials, check_default, check_experiments
+from bmw.team.remoteconfig import (
+    check_committed,
+    check_credentials,
+    check_default,
+    check_experiments,
+)
 from bmw.team.runcache import check_run_cache
 
 DEFAULT_TIMEOUT_S = 10.0

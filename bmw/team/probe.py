@@ -9,7 +9,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 from dvc.fs import get_cloud_fs
 from dvc.repo import Repo
 

@@ -3,7 +3,7 @@
 `dvc push --run-cache` uploads only the run records (.dvc/cache/runs); the objects they name travel only
 as part of some dvc.lock that is pushed. Objects of `cache: false` metrics and plots never do, so on a
 teammate's machine `dvc repro` cannot restore such a stage from the run cache and runs it again.
-`python -m bmw.team.runcache` pushes the run records and every object they name (already uploaded ones
+`bmw runcache` pushes the run records and every object they name (already uploaded ones
 are skipped). A stage DVC never records at all is named by `not_run_cacheable`.
 """
 
@@ -71,7 +71,7 @@ def push_run_cache(repo: Repo, remote: str | None = None, jobs: int | None = Non
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bmw.team.runcache", description=__doc__,
+    parser = argparse.ArgumentParser(prog="bmw runcache", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-r", "--remote", help="DVC remote (default: the default remote)")
     parser.add_argument("-j", "--jobs", type=int, help="parallel uploads")

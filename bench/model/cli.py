@@ -1,0 +1,198 @@
+"""`bmw bench`: time the project's training and evaluation at a shape, next to plain TRL defaults; write JSON.
+
+bmw bench model --shape qwen3-8b --methods lora,full --types original,dropped,pruned,laco \
+    --seq 4096 --steps 30 --warmup 5 --out $OUT/bench.json
+Under `accelerate launch` each process trains on its GPU (`--distributed lora=ddp,full=fsdp` sets the project
+runs' train.distributed); rank 0 writes the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import logging
+import os
+import sys
+import time
+
+import torch
+
+from bench.model.evals import generation_throughput, perplexity_throughput
+from bench.model.shapes import SHAPES, TYPES, build_model
+from bench.model.train import RunSpec, run_training
+from bmw.base.tokenizer import load_tiny_tokenizer
+from bmw.io import write_json
+from bmw.train.launch import is_main_process, world_size
+
+log = logging.getLogger("bench.model")
+
+
+def environment(device: torch.device) -> dict:
+    versions = {}
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "liger-kernel", "datasets"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    env = {"versions": versions, "device": device.type, "processes": world_size()}
+    if device.type == "cuda":
+        env |= {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(device),
+                "gpus": torch.cuda.device_count()}
+    return env
+
+
+def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
+    """Baselines, then the ablation without Liger, then each method's fast path, the other attentions and the
+    other model types (LoRA only by default). Liger patches transformers' Qwen3 classes and functions process-wide, so
+    every run without it (baselines, ablation) must come before the first run with it."""
+    common = {m: {"method": m, "shape": a.shape, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
+                  "batch": a.full_batch if m == "full" else a.batch} for m in a.methods}
+    project = {m: {**common[m], "mode": "project", "distributed": a.distributed.get(m, "none"), "save": a.save}
+               for m in a.methods}
+    runs = [RunSpec(mode="baseline", profile=a.profile, **common[m]) for m in a.methods if a.baseline]
+    if a.ablate_liger:
+        runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
+    if a.ablate_casts and "lora" in a.methods:
+        runs.append(RunSpec(attn=a.attn[0], adapter_casts=True, **project["lora"]))
+    if a.ablate_fused and "lora" in a.methods:
+        runs.append(RunSpec(attn=a.attn[0], unfused=True, **project["lora"]))
+    runs += [RunSpec(attn=a.attn[0], profile=a.profile, **project[m]) for m in a.methods]
+    runs += [RunSpec(attn=attn, **project[m]) for m in a.methods for attn in a.attn[1:]]
+    runs += [RunSpec(type=t, attn=a.attn[0], **project[m])
+             for m in a.methods if m in a.type_methods for t in a.types if t != "original"]
+    return runs
+
+
+def table(results: dict) -> str:
+    """The short text table printed last (the full figures are in the JSON)."""
+    lines = [f"{'run':<40} {'tok/s':>10} {'MFU':>6} {'peak GiB':>9} {'x base':>7}"]
+    base = {r["method"]: r.get("tokens_per_s") for r in results["train"] if r["mode"] == "baseline"}
+    for r in results["train"]:
+        if "error" in r:
+            lines.append(f"{r['run']:<40} {r['error'][:60]}")
+            continue
+        ratio = r["tokens_per_s"] / base[r["method"]] if base.get(r["method"]) else float("nan")
+        lines.append(f"{r['run']:<40} {r['tokens_per_s']:>10.0f} {r['mfu']:>6.1%} "
+                     f"{r.get('peak_memory_gib', float('nan')):>9.1f} {ratio:>7.2f}")
+    for name, e in results.get("eval", {}).items():
+        lines.append(f"{'eval/' + name:<40} {e.get('tokens_per_s', 0):>10.0f} {e.get('seconds', 0):>6.1f}s "
+                     f"{e.get('error', '')[:40]}")
+    lines += [f"{name:<40} skipped (--budget-s)" for name in results.get("skipped", [])]
+    return "\n".join(lines)
+
+
+def run_eval(a: argparse.Namespace, device: torch.device) -> dict:
+    tokenizer = load_tiny_tokenizer()
+    model = build_model(a.shape, "original", device)[0].eval()
+    found: dict = {}
+    jobs = {"perplexity": lambda: perplexity_throughput(model, window=a.window, docs=a.ppl_docs, batch=a.ppl_batch,
+                                                        vocab=len(tokenizer))}
+    for cache in a.gen_cache:
+        jobs[f"semantic_entropy_sampling_{cache}"] = lambda cache=cache: generation_throughput(
+            model, tokenizer, prompts=a.se_prompts, samples=a.se_samples, new_tokens=a.new_tokens,
+            cache=None if cache == "dynamic" else cache)
+    for name, job in jobs.items():
+        try:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            found[name] = job()
+            if device.type == "cuda":
+                found[name]["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        except Exception as e:
+            log.exception("eval %s failed", name)
+            found[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+        log.info("eval %s: %s", name, found[name])
+    return found
+
+
+def _csv(choices):
+    def parse(text: str) -> list[str]:
+        items = [x for x in text.split(",") if x]
+        bad = [x for x in items if choices and x not in choices]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected a comma list of {', '.join(choices)}")
+        return items
+    return parse
+
+
+def _strategies(text: str) -> dict[str, str]:
+    items = text.split(",")
+    pairs = dict(item.split("=", 1) for item in items if "=" in item)
+    if len(pairs) != len(items) or any(m not in ("lora", "full") or s not in ("ddp", "fsdp") for m, s in pairs.items()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected method=strategy pairs, e.g. lora=ddp,full=fsdp")
+    return pairs
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bmw bench model", description=__doc__.splitlines()[0])
+    p.add_argument("--shape", choices=SHAPES, default="tiny")
+    p.add_argument("--methods", type=_csv(("lora", "full")), default=["lora", "full"])
+    p.add_argument("--types", type=_csv(TYPES), default=["original"], help="model types to time (model.type)")
+    p.add_argument("--attn", type=_csv(("auto", "sdpa", "flex_attention", "eager")), default=["auto"],
+                   help="attention(s) of the project's packed runs (auto: the project's choice); the first is used "
+                        "for the other types")
+    p.add_argument("--type-methods", type=_csv(("lora", "full")), default=["lora"],
+                   help="methods whose runs are repeated for each of --types")
+    p.add_argument("--profile", action="store_true",
+                   help="top kernels of warm-up steps 3-4 of each baseline and fast-path run (needs --warmup >= 5)")
+    p.add_argument("--ablate-liger", action="store_true", help="also run the fast path without Liger's kernels")
+    p.add_argument("--ablate-casts", action="store_true",
+                   help="also run the LoRA fast path with PEFT's casts of adapter inputs to fp32 (its default)")
+    p.add_argument("--ablate-fused", action="store_true",
+                   help="also run the LoRA fast path with PEFT's own update (scale and add outside the GEMM)")
+    p.add_argument("--distributed", type=_strategies, default={},
+                   help="under accelerate launch: train.distributed per method, e.g. lora=ddp,full=fsdp")
+    p.add_argument("--save", action="store_true",
+                   help="after each project run, gather (FSDP) and write the variant as the train stage does, timed")
+    p.add_argument("--budget-s", type=float, default=float("inf"),
+                   help="start no further training run after this many seconds (the rest are listed as skipped)")
+    p.add_argument("--seq", type=int, default=256)
+    p.add_argument("--batch", type=int, default=2, help="sequences of --seq tokens per step per GPU (LoRA)")
+    p.add_argument("--full-batch", type=int, default=1, help="the same for full fine-tuning")
+    p.add_argument("--steps", type=int, default=30, help="timed optimizer steps after the warm-up")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the plain TRL runs")
+    p.add_argument("--no-train", dest="train", action="store_false")
+    p.add_argument("--no-eval", dest="eval", action="store_false")
+    p.add_argument("--window", type=int, default=256, help="perplexity window (tokens)")
+    p.add_argument("--ppl-docs", type=int, default=8)
+    p.add_argument("--ppl-batch", type=int, default=4)
+    p.add_argument("--se-prompts", type=int, default=5)
+    p.add_argument("--se-samples", type=int, default=8)
+    p.add_argument("--new-tokens", type=int, default=512)
+    p.add_argument("--gen-cache", type=_csv(("dynamic", "static")), default=["dynamic"],
+                   help="KV cache(s) to time sampling with (static: transformers compiles the decoding step)")
+    p.add_argument("--out", default="bench.json")
+    a = p.parse_args(argv)
+    if a.seq < 16 or a.steps < 1 or a.warmup < 1:
+        p.error("--seq must be >= 16, --steps and --warmup >= 1")
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    results: dict = {"environment": environment(device), "args": {k: v for k, v in vars(a).items() if k != "out"},
+                     "train": [], "eval": {}}
+    began = time.perf_counter()
+    if a.eval and is_main_process():  # first: short, and before Liger patches anything
+        results["eval"] = run_eval(a, device)
+    for spec in plan_runs(a) if a.train else []:
+        if time.perf_counter() - began > a.budget_s:
+            results["skipped"] = results.get("skipped", []) + [spec.name]
+            continue
+        log.info("run %s", spec.name)
+        results["train"].append(run_training(spec, device))
+        log.info("done %s: %s", spec.name, results["train"][-1])
+    results["wall_s"] = round(time.perf_counter() - began, 1)
+    if is_main_process():
+        write_json(a.out, results)
+        print(table(results))
+
+
+if __name__ == "__main__":
+    main()

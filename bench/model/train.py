@@ -1,0 +1,207 @@
+"""One timed training run: the project's trainer (bmw.train.build_trainer) or plain TRL SFTTrainer defaults."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
+from trl import SFTConfig, SFTTrainer
+
+from bench.model.data import synthetic_dataset
+from bench.model.flops import effective_context, flops_per_token, matmul_params, mfu
+from bench.model.shapes import build_model
+from bmw.base.tokenizer import load_tiny_tokenizer
+from bmw.models.variant import save_variant
+from bmw.params import TrainParams, VariantParams
+from bmw.train.config import lora_config, run_config
+from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
+from bmw.train.launch import is_main_process, world_size
+from bmw.train.sft import build_trainer, gathered_state_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    mode: str  # "project" (bmw.train, packing + the CUDA fast path) or "baseline" (TRL SFTTrainer defaults)
+    method: str  # "lora" | "full"
+    type: str = "original"  # the model type (params' model.type), cut by the params' default plan
+    shape: str = "tiny"
+    seq: int = 512
+    batch: int = 1
+    steps: int = 30
+    warmup: int = 5
+    attn: str = "auto"  # project runs: "auto" = the project's choice (train.backend auto), else forced
+    liger: bool = True  # project runs: False turns the fast path's Liger kernels off (the ablation)
+    profile: bool = False  # record the top kernels of two warm-up steps (needs warmup >= 4)
+    adapter_casts: bool = False  # project LoRA runs: True keeps PEFT's casts of adapter inputs (the ablation)
+    unfused: bool = False  # project LoRA runs: True adds the update as PEFT does, outside the GEMM (the ablation)
+    distributed: str = "none"  # project runs under `accelerate launch`: train.distributed (ddp | fsdp)
+    save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
+
+    @property
+    def name(self) -> str:
+        if self.mode == "baseline":
+            return f"baseline/{self.method}/{self.type}"
+        return (f"project/{self.method}/{self.type}/{self.attn}" + ("" if self.liger else "/no-liger")
+                + ("/adapter-casts" if self.adapter_casts else "") + ("/unfused" if self.unfused else "")
+                + ("" if self.distributed == "none" else f"/{self.distributed}"))
+
+
+class StepProfiler(TrainerCallback):
+    """torch.profiler over warm-up steps 3 and 4 (before the timed steps, so profiling does not slow them)."""
+
+    def __init__(self) -> None:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.prof = torch.profiler.profile(activities=activities,
+                                           schedule=torch.profiler.schedule(wait=1, warmup=1, active=2, repeat=1))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.prof.start()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.prof is not None and state.global_step <= 4:
+            self.prof.step()
+        if state.global_step == 4:
+            self.prof.stop()
+
+    def top_kernels(self, rows: int = 15) -> list[dict]:
+        """The kernels and operators with the most device time (CPU time where there is no GPU)."""
+        key = "device_time_total" if torch.cuda.is_available() else "cpu_time_total"
+        events = sorted(self.prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
+        total = sum(getattr(e, "self_" + key) for e in events) or 1
+        return [{"name": e.key[:120], "self_ms": round(getattr(e, "self_" + key) / 1e3, 2),
+                 "self_share": round(getattr(e, "self_" + key) / total, 4), "calls": e.count}
+                for e in sorted(events, key=lambda e: getattr(e, "self_" + key), reverse=True)[:rows]]
+
+
+class StepTimer(TrainerCallback):
+    """Wall time and trained (non-padding) tokens between the end of step `warmup` and the end of the last step."""
+
+    def __init__(self, warmup: int, total: int) -> None:
+        self.warmup, self.total, self.marks = warmup, total, {}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step in (self.warmup, self.total):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.marks[state.global_step] = (time.perf_counter(), int(state.num_input_tokens_seen))
+
+    def rate(self) -> tuple[float, int]:
+        (t0, n0), (t1, n1) = self.marks[self.warmup], self.marks[self.total]
+        return t1 - t0, n1 - n0
+
+
+def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
+    on_gpu = torch.cuda.is_available()
+    variant = VariantParams(method=spec.method, epochs=1, lr=1e-5 if spec.method == "full" else 2e-4)
+    if spec.mode == "project":
+        # backend auto is the project's fast path; a forced attention runs under backend transformers, which keeps
+        # the attention the model was built with
+        train = TrainParams(
+            backend="auto" if spec.attn == "auto" else "transformers", max_length=spec.seq, batch_size=spec.batch,
+            packing=True, warmup_ratio=0.0, eval_steps=10**6, gradient_checkpointing=False,
+            distributed=spec.distributed,
+        )
+        dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
+        config = run_config(train, variant, 0, out, dtype)
+        # A fixed number of timed steps instead of epochs, and none of the pipeline's evaluation, checkpointing and
+        # early stopping: the bench times optimizer steps.
+        args = config.args
+        args.max_steps = spec.warmup + spec.steps
+        args.eval_strategy, args.save_strategy = IntervalStrategy.NO, SaveStrategy.NO
+        args.load_best_model_at_end = False
+        args.use_liger_kernel = args.use_liger_kernel and spec.liger
+        config.patience = None
+        trainer = build_trainer(model, tokenizer, config, dataset, dataset.select(range(2)))
+        if spec.adapter_casts:
+            set_adapter_input_casts(trainer.model, enabled=True)
+        if spec.unfused:
+            set_fused_updates(trainer.model, enabled=False)
+        return trainer
+    # Plain TRL: its defaults (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU), with only
+    # the shape, the step count and the measurement set; the same LoRA adapter as the project's.
+    args = SFTConfig(
+        output_dir=str(out), max_length=spec.seq, per_device_train_batch_size=spec.batch,
+        max_steps=spec.warmup + spec.steps, learning_rate=variant.lr, report_to="none",
+        include_num_input_tokens_seen="non_padding", save_strategy="no", bf16=on_gpu,
+    )
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=lora_config(variant) if spec.method == "lora" else None)
+
+
+def timed_save(trainer: SFTTrainer, tokenizer, spec: RunSpec, plan: dict, out: Path) -> dict:
+    """Gather the weights (FSDP) and write the variant with the train stage's own code; seconds and bytes."""
+    began = time.perf_counter()
+    dtype = "bfloat16" if spec.shape == "qwen3-8b" else "float32"  # as build_model makes them
+    state_dict = gathered_state_dict(trainer, dtype)
+    if is_main_process():
+        manifest = {"name": "bench", "method": spec.method, "type": spec.type,
+                    "base": {"path": "random", "dtype": dtype}}
+        save_variant(out, trainer.model, tokenizer, manifest, plan, state_dict)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()  # the other processes wait for rank 0's write
+    seconds = time.perf_counter() - began
+    written = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else 0  # rank 0's folder
+    return {"save_s": round(seconds, 2), "saved_bytes": written}
+
+
+def run_training(spec: RunSpec, device: torch.device) -> dict:
+    """Time `spec` and return its figures (tokens/s, MFU, peak memory) or, if it failed, the error."""
+    tokenizer = load_tiny_tokenizer()
+    total = spec.warmup + spec.steps
+    dataset = synthetic_dataset(total * spec.batch * 6, spec.seq, 3, len(tokenizer), seed=0)
+    s_eff = effective_context([len(r) for r in dataset["input_ids"]])
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    result: dict = {"run": spec.name, **asdict(spec)}
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            model, plan = build_model(spec.shape, spec.type, device, attn="sdpa" if spec.attn == "auto" else spec.attn)
+            timer = StepTimer(spec.warmup, total)
+            trainer = _trainer(spec, model, tokenizer, dataset, Path(out))
+            trainer.add_callback(timer)
+            profiler = StepProfiler() if spec.profile and spec.warmup >= 4 else None
+            if profiler:
+                trainer.add_callback(profiler)
+            trainer.train()
+            if spec.save and spec.mode == "project":
+                result |= timed_save(trainer, tokenizer, spec, plan, Path(out) / "variant")
+            if profiler:
+                result["top_kernels"] = profiler.top_kernels()
+            seconds, tokens = timer.rate()
+            gpus = world_size()  # tokens are counted over all processes
+            args, trained = trainer.args, trainer.model
+            flops = flops_per_token(trained, spec.method, s_eff)
+            result.update({
+                "tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
+                "s_eff": round(s_eff, 1), "flops_per_token": flops, "gpus": gpus,
+                "mfu": round(mfu(tokens / seconds / gpus, flops), 4),
+                "layers": trained.config.num_hidden_layers, "matmul_params": matmul_params(trained),
+                "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+                "packing": bool(args.packing), "activation_checkpointing": bool(args.gradient_checkpointing),
+                "liger": bool(args.use_liger_kernel), "optim": getattr(args.optim, "value", str(args.optim)),
+                "bf16": bool(args.bf16),
+                "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+            })
+            if device.type == "cuda":
+                result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    except Exception as e:  # one failing configuration (OOM, a kernel) must not lose the others' figures
+        log.exception("%s failed", spec.name)
+        result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+    finally:
+        model = trainer = trained = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return result

@@ -1,5 +1,0 @@
-"""Scrapy crawl of the press site: listing pages -> article pages -> PDF attachments (`crawl()`)."""
-
-from bmw.crawl.runner import CrawlError, crawl
-
-__all__ = ["CrawlError", "crawl"]

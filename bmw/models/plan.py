@@ -1,0 +1,34 @@
+"""Layer plan files `models/plans/<type>.json`: written by the prune stage, replayed by `surgery.apply_plan`.
+
+A plan is a JSON-able dict; `bmw.prune.plans` documents its keys and makes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bmw.io import write_json
+from bmw.params import ModelType
+
+PLANS_DIR = Path("models/plans")
+PLAN_KEYS = ("type", "layers_before", "layers_after", "operations")
+
+
+def plan_path(model_type: ModelType, plans_dir: str | Path = PLANS_DIR) -> Path:
+    return Path(plans_dir) / f"{model_type}.json"
+
+
+def load_plan(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such plan; run the prune stage (python -m stages.prune) first")
+    plan = json.loads(path.read_text(encoding="utf-8"))
+    missing = [k for k in PLAN_KEYS if k not in plan]
+    if missing:
+        raise ValueError(f"{path}: not a layer plan, missing {', '.join(missing)}")
+    return plan
+
+
+def save_plan(path: str | Path, plan: dict) -> None:
+    write_json(path, plan)

@@ -1,0 +1,74 @@
+"""A trained variant on disk: written atomically, reloaded by eval with `load_variant`.
+
+Layout of `models/variants/<name>/`:
+- `variant.json`: name, method, type, layers, format (`full` | `lora`) and the base reference;
+- `plan.json`: the layer plan the architecture was derived with;
+- `full`: `config.json` + `model.safetensors` of the derived architecture (its `num_hidden_layers` = layers);
+- `lora`: `adapter_config.json` + `adapter_model.safetensors`, rebuilt on base + plan;
+- the tokenizer, always.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from peft import PeftModel
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from bmw.io import atomic_dir, write_json
+from bmw.models.base import load_base
+from bmw.models.plan import load_plan
+from bmw.models.surgery import apply_plan
+
+MANIFEST = "variant.json"
+PLAN = "plan.json"
+
+
+def save_variant(
+    out_dir: Path,
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    manifest: dict,
+    plan: dict,
+    state_dict: dict | None = None,
+) -> None:
+    """`model` is a PeftModel for LoRA (the adapter alone is saved) or a plain model (full safetensors);
+    `state_dict`: its weights gathered from the processes of an FSDP job."""
+    fmt = "lora" if isinstance(model, PeftModel) else "full"
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / PLAN, plan)
+        write_json(tmp / MANIFEST, {**manifest, "format": fmt})
+
+
+def read_manifest(out_dir: Path) -> dict:
+    path = Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir}: not a saved variant ({MANIFEST} missing); run train@<variant> first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_variant(
+    out_dir: Path, merge: bool = False, base_dir: Path | None = None
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
+    """The variant in eval mode. LoRA: base (from `base_dir` or the recorded path) + plan + adapter, merged on
+    request."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+    if manifest["format"] == "full":
+        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=manifest["base"]["dtype"], local_files_only=True)
+    else:
+        base, _ = load_base(Path(base_dir or manifest["base"]["path"]), manifest["base"]["dtype"])
+        plan = load_plan(out_dir / PLAN)
+        model = PeftModel.from_pretrained(apply_plan(base, plan), out_dir)
+        if merge:
+            model = model.merge_and_unload()
+    return model.eval(), tokenizer

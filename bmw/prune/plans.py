@@ -1,0 +1,142 @@
+"""Layer plans: which decoder layers of the base a model type keeps or merges, and why (the scores).
+
+A plan is a JSON-able dict:
+  {"type", "params" (the params it was made with), "layers_before", "layers_after",
+   "operations" (replayed in order by `surgery.apply_plan`), "sources" (the original layers inside each
+   resulting layer), "scores": {"block_influence": [per layer], "angular": {"block_size": n, "distance": [...]}},
+   "calibration": {"documents", "tokens"}, and for LaCo "trials": [{"start", "original_layers", "similarity",
+   "accepted"}]}
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from transformers import PreTrainedModel
+
+from bmw.models.surgery import decoder_layers
+from bmw.params import ModelParams, ModelType, ParamsError
+from bmw.prune.laco import laco_merges
+from bmw.prune.scores import LayerStats
+
+
+def validate(model_type: ModelType, p: ModelParams, layers: int) -> None:
+    """Params that the schema accepts but this model cannot satisfy; the error names the key."""
+    if model_type == "dropped":
+        d = p.dropped
+        if d.layers == "auto":
+            if d.count >= layers:
+                raise ParamsError(f"model.dropped.count: {d.count} would drop all {layers} layers")
+        else:
+            bad = [i for i in d.layers if not 0 <= i < layers]
+            if bad:
+                raise ParamsError(f"model.dropped.layers: {bad} out of range 0..{layers - 1}")
+            if len(set(d.layers)) != len(d.layers):
+                raise ParamsError(f"model.dropped.layers: {d.layers} has duplicates")
+            if len(d.layers) >= layers:
+                raise ParamsError(f"model.dropped.layers: would drop all {layers} layers")
+    elif model_type == "pruned":
+        if p.pruned.keep > layers:
+            raise ParamsError(f"model.pruned.keep: {p.pruned.keep} exceeds the model's {layers} layers")
+    elif model_type == "laco":
+        c = p.laco
+        if c.H > layers:
+            raise ParamsError(f"model.laco.H: {c.H} exceeds the model's {layers} layers")
+        if c.L > c.H - c.C:
+            raise ParamsError(f"model.laco.L: {c.L} is above H - C = {c.H - c.C}: no merge can be tried")
+        if int(c.max_compression * layers) < c.C - 1:
+            raise ParamsError(
+                f"model.laco.max_compression: {c.max_compression} of {layers} layers allows no merge of C={c.C}"
+            )
+
+
+def _lowest(scores: Sequence[float], count: int, allowed: Sequence[int]) -> list[int]:
+    """The `count` allowed layers with the lowest score (ties: lower index first)."""
+    return sorted(sorted(allowed, key=lambda i: (scores[i], i))[:count])
+
+
+def _keep_all_but(layers: int, dropped: Sequence[int]) -> list[dict]:
+    return [{"op": "keep", "layers": [i for i in range(layers) if i not in set(dropped)]}] if dropped else []
+
+
+def _pruned_ops(p: ModelParams, layers: int, stats: LayerStats) -> list[dict]:
+    keep, n = p.pruned.keep, layers - p.pruned.keep
+    last = layers - 1
+    if p.pruned.score == "prefix":
+        kept = list(range(keep - 1)) + [last] if p.pruned.keep_last else list(range(keep))
+        return [{"op": "keep", "layers": kept}] if n else []
+    if p.pruned.score == "block_influence":
+        allowed = range(last) if p.pruned.keep_last else range(layers)
+        return _keep_all_but(layers, _lowest(stats.block_influence, n, allowed))
+    if n == 0:
+        return []
+    distance = stats.angular_distance(n)  # distance[l]: block l..l+n-1 removed
+    starts = range(layers - n) if p.pruned.keep_last else range(layers - n + 1)
+    start = min(starts, key=lambda s: (distance[s], s))
+    return _keep_all_but(layers, range(start, start + n))
+
+
+def layer_sources(layers: int, operations: Sequence[dict]) -> list[list[int]]:
+    """The original layers inside each resulting layer after `operations`."""
+    sources = [[i] for i in range(layers)]
+    for op in operations:
+        if op["op"] == "keep":
+            sources = [sources[i] for i in op["layers"]]
+        else:
+            s, c = op["start"], op["count"]
+            sources[s : s + c] = [sorted(i for group in sources[s : s + c] for i in group)]
+    return sources
+
+
+def make_plan(
+    model_type: ModelType,
+    p: ModelParams,
+    model: PreTrainedModel,
+    stats: LayerStats,
+    sequences: Sequence[torch.Tensor],
+) -> dict:
+    """The plan of `model_type` for `model` (left unchanged); LaCo runs its merge trials on `sequences`."""
+    layers = len(decoder_layers(model))
+    validate(model_type, p, layers)
+    trials = None
+    if model_type == "original":
+        params, operations = {}, []
+    elif model_type == "dropped":
+        params = p.dropped.model_dump()
+        auto = p.dropped.layers == "auto"
+        dropped = _lowest(stats.block_influence, p.dropped.count, range(layers)) if auto else p.dropped.layers
+        operations = _keep_all_but(layers, dropped)
+    elif model_type == "pruned":
+        params = p.pruned.model_dump()
+        operations = _pruned_ops(p, layers, stats)
+    elif model_type == "laco":
+        params = p.laco.model_dump()
+        operations, trials = laco_merges(model, sequences, p.laco)
+    else:
+        raise ParamsError(f"model.type: unknown type {model_type!r}")
+    sources = layer_sources(layers, operations)
+    removed = layers - len(sources)
+    scores: dict = {"block_influence": [round(x, 6) for x in stats.block_influence]}
+    if removed:
+        scores["angular"] = {"block_size": removed, "distance": [round(x, 6) for x in stats.angular_distance(removed)]}
+    plan = {
+        "type": model_type,
+        "params": params | {"calibration_tokens": p.calibration_tokens},
+        "layers_before": layers,
+        "layers_after": len(sources),
+        "operations": operations,
+        "sources": sources,
+        "scores": scores,
+        "calibration": {"documents": len(sequences), "tokens": stats.tokens},
+    }
+    if trials is not None:
+        plan["trials"] = trials
+    return plan
+
+
+def parameter_counts(model: PreTrainedModel, plan: dict) -> tuple[int, int]:
+    """Parameters of the base and of the planned model (decoder layers are all the same size)."""
+    before = sum(t.numel() for t in model.parameters())
+    per_layer = sum(t.numel() for t in decoder_layers(model)[0].parameters())
+    return before, before - (plan["layers_before"] - plan["layers_after"]) * per_layer

@@ -1,0 +1,165 @@
+"""Translate the typed params into one `RunConfig`: TRL's SFTConfig, PEFT's LoraConfig and what neither holds."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from transformers import PreTrainedModel
+from trl import SFTConfig
+
+from bmw.params import TrainParams, VariantParams
+from bmw.train.launch import world_size
+
+log = logging.getLogger(__name__)
+
+# Attention kernels that take per-example sequence boundaries (cu_seqlens) and so keep packed examples apart.
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
+# Attentions that transformers gives a per-document causal mask, derived from the position_ids of TRL's
+# padding-free (packed) batches: TRL trains with use_cache=False and no attention_mask, the case in which
+# transformers' masking_utils detects packed sequences. tests/test_bench.py checks packed loss == per-example loss.
+POSITION_MASKED_ATTENTION = ("sdpa", "flex_attention", "eager")
+
+
+def cuda_fast_args(train: TrainParams) -> dict:
+    """SFTConfig settings `train.backend: auto` adds on a CUDA GPU: Liger's RMSNorm/SwiGLU/RoPE kernels where
+    liger-kernel is installed (TRL keeps its own chunked LM-head loss, so Liger's fused cross-entropy stays off).
+    Measured by `bmw bench` at Qwen3-8B's shape: 1.25x the LoRA tokens/s and 14 GiB less peak memory."""
+    if train.backend != "auto" or not torch.cuda.is_available():
+        return {}
+    return {"use_liger_kernel": importlib.util.find_spec("liger_kernel") is not None}
+
+
+def distributed_args(train: TrainParams) -> dict:
+    """SFTConfig settings of a job launched on several GPUs (bmw.train.launch); none in a single process."""
+    if world_size() < 2 or train.distributed == "none":
+        return {}
+    if train.distributed == "ddp":
+        # every trained parameter gets a gradient: skip DDP's per-step search for unused ones
+        return {"ddp_find_unused_parameters": False}
+    # FSDP2, one shard unit per decoder layer (the model's _no_split_modules), a full state dict for saving;
+    # activation checkpointing is FSDP's own then
+    return {"fsdp": True,
+            "fsdp_config": {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+                            "state_dict_type": "FULL_STATE_DICT", "reshard_after_forward": True,
+                            "activation_checkpointing": train.gradient_checkpointing}}
+
+
+def packed_attention(train: TrainParams) -> str | None:
+    """The attention `train.backend: auto` trains packed batches with on a CUDA GPU: flex attention, whose
+    block-sparse document mask skips the blocks between packed examples. Measured by `bmw bench` on an H200 at
+    Qwen3-8B's shape, seq 4096, LoRA: 1.32x SDPA's tokens/s (docs/benchmarks.md).
+    None: keep the model's attention (CPU hosts, backend transformers)."""
+    if train.backend == "auto" and train.packing and torch.cuda.is_available():
+        return "flex_attention"
+    return None
+
+
+@dataclass
+class RunConfig:
+    """One fine-tuning run, built once from the params and passed whole, as TRL passes its `args`.
+
+    `args`: TRL's arguments; `peft`: the LoRA adapter to add (None: full fine-tuning, or the model carries one);
+    `patience`: evaluations without improvement before stopping (None: no early stopping); `packed_attention`: the
+    attention packed batches are trained with (None: the model's own); `dtype`: the weights' dtype, the one the
+    variant is saved in.
+    """
+
+    args: SFTConfig
+    peft: LoraConfig | None
+    patience: int | None
+    packed_attention: str | None
+    dtype: str
+
+
+def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint_dir: Path, dtype: str) -> RunConfig:
+    return RunConfig(
+        args=sft_config(train, variant, seed, checkpoint_dir, dtype),
+        peft=lora_config(variant) if variant.method == "lora" else None,
+        patience=train.early_stopping_patience,
+        packed_attention=packed_attention(train),
+        dtype=dtype,
+    )
+
+
+def sft_config(
+    train: TrainParams, variant: VariantParams, seed: int, checkpoint_dir: Path, dtype: str
+) -> SFTConfig:
+    """Checkpoint at every evaluation, keep the best by validation loss, log every step for the loss curves."""
+    extra = cuda_fast_args(train) | distributed_args(train)
+    return SFTConfig(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=variant.epochs,
+        learning_rate=variant.lr,
+        per_device_train_batch_size=train.batch_size,
+        per_device_eval_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        warmup_steps=train.warmup_ratio,  # transformers 5: a value below 1 is a ratio of the total steps
+        weight_decay=train.weight_decay,
+        lr_scheduler_type=train.scheduler,
+        max_length=train.max_length,
+        packing=train.packing,
+        assistant_only_loss=train.assistant_only_loss,
+        # transformers 5 name of gradient checkpointing; under FSDP its own (fsdp_config) does it
+        activation_checkpointing=train.gradient_checkpointing and "fsdp" not in extra,
+        eval_strategy="steps",
+        eval_steps=train.eval_steps,
+        save_strategy="steps",
+        save_steps=train.eval_steps,
+        save_total_limit=train.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=1,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        # Mixed precision only where the weights already are bf16 and a GPU runs them; CPU trains in float32.
+        bf16=dtype == "bfloat16" and torch.cuda.is_available(),
+        fp16=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **extra,
+    )
+
+
+def lora_config(variant: VariantParams) -> LoraConfig:
+    # PEFT's Qwen3 default targets q/v only; every linear layer but the LM head is the usual LoRA setup.
+    return LoraConfig(
+        r=variant.r,
+        lora_alpha=variant.alpha,
+        lora_dropout=variant.dropout,
+        target_modules="all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def ensure_packing_safe(model: PreTrainedModel, preferred: str | None = None) -> None:
+    """Switch to `preferred` if given; keep an attention that separates packed examples, else switch to a varlen
+    one, else refuse."""
+    if preferred and model.config._attn_implementation != preferred:
+        log.info("packing: attention switched from %s to %s", model.config._attn_implementation, preferred)
+        model.set_attn_implementation(preferred)
+        # a LaCo-merged layer is a deep copy that carries its own config copy, which set_attn_implementation
+        # does not reach: without this it would get the new attention's mask in the old attention's kernel
+        for module in model.modules():
+            config = getattr(module, "config", None)
+            if config is not None and hasattr(config, "_attn_implementation"):
+                config._attn_implementation = preferred
+    current = model.config._attn_implementation
+    if current in VARLEN_ATTENTION or current in POSITION_MASKED_ATTENTION:
+        return
+    try:
+        model.set_attn_implementation(VARLEN_ATTENTION[0])
+    except (ImportError, ValueError) as e:
+        raise ValueError(
+            f"train.packing: true needs a varlen attention ({' or '.join(VARLEN_ATTENTION)}) so that packed "
+            f"examples do not attend to each other; the model uses {current!r} and {VARLEN_ATTENTION[0]} "
+            f"is unavailable here ({str(e).splitlines()[0]}). Set train.packing: false."
+        ) from None
+    log.info("packing: attention switched from %s to %s", current, model.config._attn_implementation)

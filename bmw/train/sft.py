@@ -1,0 +1,124 @@
+"""One supervised fine-tuning run with TRL's SFTTrainer: best checkpoint by validation loss, resumable."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from datasets import Dataset
+from peft import PeftModel
+from transformers import (
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    TrainerState,
+)
+from trl import SFTTrainer
+
+from bmw.train.checkpoints import resume_point
+from bmw.train.config import RunConfig, ensure_packing_safe
+from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
+from bmw.train.fsdp_head import CompleteHeadForward
+from bmw.train.launch import is_main_process
+from bmw.train.summary import run_summary
+
+log = logging.getLogger(__name__)
+
+
+def _live(metrics_dir: Path):
+    # dvclive (and the dvc it pulls in) is imported only where curves are written, so that build_trainer also
+    # runs where dvc is not installed (bmw bench on a GPU machine)
+    from dvclive import Live
+
+    return Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None)
+
+
+def build_trainer(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: RunConfig,
+    train_ds: Dataset,
+    eval_ds: Dataset,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> SFTTrainer:
+    """TRL's SFTTrainer for `config`; the LoRA adapter is added unless `model` already carries one."""
+    if config.args.packing:
+        ensure_packing_safe(model, config.packed_attention)
+    stopping = [EarlyStoppingCallback(early_stopping_patience=config.patience)] if config.patience else []
+    trainer = SFTTrainer(
+        model=model,
+        args=config.args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=None if isinstance(model, PeftModel) else config.peft,
+        callbacks=[*callbacks, *stopping],
+    )
+    if trainer.is_fsdp_enabled:
+        trainer.add_callback(CompleteHeadForward())
+    if isinstance(trainer.model, PeftModel):
+        set_fused_updates(trainer.model, enabled=True)
+        if trainer.args.bf16:
+            set_adapter_input_casts(trainer.model, enabled=False)
+    return trainer
+
+
+def fit(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: RunConfig,
+    train_ds: Dataset,
+    eval_ds: Dataset,
+    *,
+    metrics_dir: Path,
+    fingerprint: str,
+) -> tuple[PreTrainedModel | PeftModel, dict, dict | None]:
+    """Train `model`; return the best-by-eval-loss model, the run's figures and, under FSDP, its full state dict.
+
+    Checkpoints go to `config.args.output_dir` at every evaluation; a run with the same `fingerprint` continues
+    from the last complete one. Curves go to `metrics_dir` through dvclive.
+    """
+    from bmw.train.callbacks import (  # imports dvclive: see _live
+        ProgressLog,
+        StepDVCLive,
+    )
+
+    resume = resume_point(Path(config.args.output_dir), fingerprint)
+    start = TrainerState.load_from_json(str(resume / "trainer_state.json")) if resume else None
+    # in a job on several GPUs every process trains; only rank 0 writes the curves
+    curves = [StepDVCLive(_live(metrics_dir))] if is_main_process() else []
+    trainer = build_trainer(model, tokenizer, config, train_ds, eval_ds, callbacks=[*curves, ProgressLog()])
+    began = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    summary = run_summary(trainer.state, start, time.perf_counter() - began)
+    log.info(
+        "trained %d steps in %.1fs; best eval_loss %s at step %s",
+        summary["steps"], summary["train_time_s"], summary["best_eval_loss"], summary["best_step"],
+    )
+    return trainer.model, summary, gathered_state_dict(trainer, config.dtype)
+
+
+def gathered_state_dict(trainer: SFTTrainer, dtype: str) -> dict | None:
+    """Under FSDP the weights are sharded over the processes: gather them (every process must call this) for
+    rank 0 to save, in the variant's `dtype` (FSDP trains fp32 master weights of a bf16 model: twice the bytes).
+    None: the model holds its whole weights."""
+    if not trainer.is_fsdp_enabled:
+        return None
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    target = getattr(torch, dtype)
+    return {k: v.to(target) if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def validation_loss(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: RunConfig, eval_ds: Dataset, metrics_dir: Path
+) -> float:
+    """An untrained model's validation loss, logged as step 0 of its eval curve (the baseline's one point)."""
+    loss = float(build_trainer(model, tokenizer, config, eval_ds, eval_ds).evaluate()["eval_loss"])
+    live = _live(metrics_dir)
+    live.log_metric("eval/loss", loss)
+    live.end()
+    return loss

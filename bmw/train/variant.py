@@ -1,0 +1,100 @@
+"""train@<variant>: base + layer plan -> (none | full | LoRA) -> `models/variants/<name>/` + metrics."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from peft import PeftModel
+
+from bmw.io import sha256_bytes, write_json
+from bmw.models.base import BASE_DIR, load_base
+from bmw.models.plan import PLANS_DIR, load_plan, plan_path
+from bmw.models.surgery import apply_plan, decoder_layers
+from bmw.models.variant import save_variant
+from bmw.params import Params
+from bmw.train.backend import resolve_backend, unsloth_model
+from bmw.train.checkpoints import run_fingerprint
+from bmw.train.config import run_config
+from bmw.train.data import load_chat_split
+from bmw.train.launch import is_main_process
+from bmw.train.sft import fit, validation_loss
+from bmw.train.summary import param_counts, untrained_summary
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path("data/processed")
+
+
+def _base_identity(base_dir: Path) -> dict:
+    """Cheap identity of the base folder for the checkpoint fingerprint: its config and its files' sizes."""
+    return {
+        "config": sha256_bytes((base_dir / "config.json").read_bytes()),
+        "files": {p.name: p.stat().st_size for p in sorted(base_dir.iterdir()) if p.is_file()},
+    }
+
+
+def train_variant(
+    name: str,
+    params: Params,
+    out_dir: Path,
+    metrics_dir: Path,
+    checkpoint_dir: Path,
+    *,
+    base_dir: Path = BASE_DIR,
+    plans_dir: Path = PLANS_DIR,
+    data_dir: Path = DATA_DIR,
+) -> dict:
+    """Build variant `name` and write it to `out_dir`; in `metrics_dir`: `metrics.json` (the DVC metric: best
+    validation loss), `run.json` (the run's figures, wall-clock times included; returned) and the loss curves."""
+    variant, model_type = params.variant(name), params.variant_type(name)
+    dtype = params.base.dtype
+    plan = load_plan(plan_path(model_type, plans_dir))
+    backend = resolve_backend(params.train.backend) if variant.method != "none" else "none"
+    if backend == "unsloth":
+        model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
+    else:
+        model, tokenizer = load_base(base_dir, dtype)
+        model = apply_plan(model, plan)
+    layers = len(decoder_layers(model.get_base_model() if isinstance(model, PeftModel) else model))
+    manifest = {
+        "name": name,
+        "method": variant.method,
+        "type": model_type,
+        "layers": layers,
+        "base": {"path": str(base_dir), "dtype": dtype},
+    }
+    config = run_config(params.train, variant, params.seed, checkpoint_dir, dtype)
+    data = {split: data_dir / f"{split}.jsonl" for split in ("train", "validation")}
+    eval_ds = load_chat_split(data["validation"])
+    if variant.method == "none":
+        log.info("%s: %s architecture (%d layers), untrained", name, model_type, layers)
+        loss = validation_loss(model, tokenizer, config, eval_ds, metrics_dir)
+        total, _ = param_counts(model)
+        figures, trainable, state_dict = untrained_summary(loss), 0, None
+    else:
+        train_ds = load_chat_split(data["train"])
+        fingerprint = run_fingerprint({
+            "variant": variant.model_dump(), "train": params.train.model_dump(), "seed": params.seed,
+            "type": model_type, "plan": plan, "backend": backend, "base": _base_identity(base_dir),
+            "data": {k: sha256_bytes(p.read_bytes()) for k, p in data.items()},
+        })
+        log.info("%s: %s on %s (%d layers), %d train / %d validation examples, backend %s",
+                 name, variant.method, model_type, layers, len(train_ds), len(eval_ds), backend)
+        model, figures, state_dict = fit(model, tokenizer, config, train_ds, eval_ds, metrics_dir=metrics_dir,
+                                         fingerprint=fingerprint)
+        if not is_main_process():
+            return figures  # rank 0 of a job on several GPUs writes the variant and its metrics
+        total, trainable = param_counts(model)
+    save_variant(out_dir, model, tokenizer, manifest, plan, state_dict)
+    run = {
+        "trained": variant.method != "none", "method": variant.method, "type": model_type, "layers": layers,
+        "total_params": total, "trainable_params": trainable, "backend": backend, **figures,
+    }
+    write_json(Path(metrics_dir) / "run.json", run)
+    write_json(Path(metrics_dir) / "metrics.json", {"best_eval_loss": run["best_eval_loss"]})
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)  # the run is complete: its checkpoints have no further use
+    log.info("%s: wrote %s and %s", name, out_dir, metrics_dir)
+    return run

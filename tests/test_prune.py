@@ -1,0 +1,269 @@
+"""Layer surgery, layer scores, plans and LaCo on a real tiny Qwen3 (CPU)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from transformers import AutoModelForCausalLM
+
+from bmw.base.tiny import build_tiny_model
+from bmw.base.tokenizer import load_tiny_tokenizer
+from bmw.io import write_jsonl
+from bmw.models.surgery import apply_plan, decoder_layers, merge_layers
+from bmw.params import LacoParams, ModelParams, ParamsError, parse_params
+from bmw.prune.calibration import calibration_sequences
+from bmw.prune.plans import layer_sources, make_plan, parameter_counts, validate
+from bmw.prune.scores import layer_stats
+from mirror.content import mirror_articles
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def base(tokenizer):
+    return build_tiny_model(3, tokenizer)
+
+
+def _train_rows(n: int) -> list[dict]:
+    return [
+        {"id": a.id, "style": "instruct", "messages": [
+            {"role": "user", "content": f"Write a press release titled: {a.title}"},
+            {"role": "assistant", "content": "\n\n".join(a.paragraphs)},
+        ]}
+        for a in mirror_articles()[:n]
+    ]
+
+
+@pytest.fixture(scope="module")
+def sequences(tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("calib") / "train.jsonl"
+    write_jsonl(path, _train_rows(6), "id")
+    return calibration_sequences(path, tokenizer, docs=4, tokens=320, max_length=128)
+
+
+@pytest.fixture(scope="module")
+def stats(base, sequences):
+    return layer_stats(base, sequences)
+
+
+def test_calibration_takes_the_first_documents_up_to_the_token_budget(sequences, tokenizer):
+    assert len(sequences) == 3 and [s.shape[-1] for s in sequences] == [128, 128, 64]
+    first_row = min(_train_rows(6), key=lambda r: r["id"])  # the file is sorted by id
+    first = tokenizer.apply_chat_template(first_row["messages"], tokenize=False)
+    assert sequences[0][0].tolist() == tokenizer(first)["input_ids"][:128]
+
+
+def _plan(model_type: str, base, stats, sequences, **model_params) -> dict:
+    params = parse_params({"model": {"type": model_type, **model_params}}).model
+    return make_plan(model_type, params, base, stats, sequences)
+
+
+PLANS = {
+    "dropped": ("dropped", {"dropped": {"layers": [16, 3]}}),
+    "dropped_auto": ("dropped", {"dropped": {"layers": "auto", "count": 4}}),
+    "pruned_prefix_last": ("pruned", {"pruned": {"keep": 20, "keep_last": True}}),
+    "pruned_block_influence": ("pruned", {"pruned": {"keep": 30, "score": "block_influence"}}),
+    "pruned_angular": ("pruned", {"pruned": {"keep": 28, "score": "angular", "keep_last": True}}),
+    # T low enough that the random model accepts merges, including nested ones (I < C)
+    "laco_rdsc": ("laco", {"laco": {"T": 0.3, "merge": "rdsc", "L": 8, "H": 20}}),
+    "laco_last": ("laco", {"laco": {"T": 0.3, "merge": "last", "C": 4, "I": 1}}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_planned_model_saves_reloads_and_generates_with_cache(name, base, stats, sequences, tokenizer, tmp_path):
+    model_type, model_params = PLANS[name]
+    state_before = {k: v.clone() for k, v in base.state_dict().items()}
+    plan = json.loads(json.dumps(_plan(model_type, base, stats, sequences, **model_params)))  # JSON round trip
+    assert all(torch.equal(v, state_before[k]) for k, v in base.state_dict().items())  # base untouched
+    assert plan["layers_after"] < plan["layers_before"] == 36
+    if model_type == "laco":
+        assert any(op["op"] == "merge" for op in plan["operations"])
+
+    model = apply_plan(copy.deepcopy(base), plan)
+    layers = decoder_layers(model)
+    assert model.config.num_hidden_layers == len(layers) == plan["layers_after"] == len(model.config.layer_types)
+    assert [layer.self_attn.layer_idx for layer in layers] == list(range(len(layers)))
+    assert parameter_counts(base, plan)[1] == sum(p.numel() for p in model.parameters())
+
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert reloaded.config.num_hidden_layers == plan["layers_after"]
+    ids = sequences[0][:, :24]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reloaded(ids).logits)
+    greedy = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    cached = reloaded.generate(ids, use_cache=True, **greedy)
+    assert cached.shape[-1] == ids.shape[-1] + 8
+    assert torch.equal(cached, reloaded.generate(ids, use_cache=False, **greedy))
+
+    # rebuilding from the base reproduces the same weights
+    again = apply_plan(copy.deepcopy(base), plan).state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in model.state_dict().items())
+
+
+def test_drop_and_prune_keep_the_right_layers(base, stats, sequences):
+    assert _plan("dropped", base, stats, sequences)["operations"] == [
+        {"op": "keep", "layers": [i for i in range(36) if i != 16]}]
+    auto = _plan("dropped", base, stats, sequences, dropped={"layers": "auto", "count": 3})
+    lowest = sorted(range(36), key=lambda i: stats.block_influence[i])[:3]
+    assert auto["operations"][0]["layers"] == [i for i in range(36) if i not in lowest]
+    prefix = _plan("pruned", base, stats, sequences, pruned={"keep": 24})
+    assert prefix["sources"] == [[i] for i in range(24)]
+    last = _plan("pruned", base, stats, sequences, pruned={"keep": 24, "keep_last": True})
+    assert last["sources"] == [[i] for i in list(range(23)) + [35]]
+    angular = _plan("pruned", base, stats, sequences, pruned={"keep": 30, "score": "angular"})
+    distance = stats.angular_distance(6)
+    start = min(range(31), key=lambda s: distance[s])
+    assert angular["operations"][0]["layers"] == [i for i in range(36) if not start <= i < start + 6]
+    assert angular["scores"]["angular"]["block_size"] == 6
+    assert _plan("original", base, stats, sequences)["operations"] == []
+
+
+def test_rdsc_merge_by_hand(base):
+    a, b, c = (decoder_layers(base)[i] for i in (4, 5, 6))
+    rdsc = merge_layers([a, b, c], "rdsc")
+    for name in ["mlp.down_proj.weight", "input_layernorm.weight", "self_attn.k_norm.weight"]:
+        ta, tb, tc = (dict(layer.named_parameters())[name] for layer in (a, b, c))
+        assert torch.allclose(dict(rdsc.named_parameters())[name], ta + (tb - ta) + (tc - ta), atol=1e-7)
+    i, j = 3, 5  # one element, written out
+    w = [dict(layer.named_parameters())["mlp.down_proj.weight"][i, j].item() for layer in (a, b, c)]
+    assert math.isclose(rdsc.mlp.down_proj.weight[i, j].item(), w[0] + (w[1] - w[0]) + (w[2] - w[0]), abs_tol=1e-7)
+    last = merge_layers([a, b, c], "last")
+    assert all(torch.equal(p, dict(c.named_parameters())[n]) for n, p in last.named_parameters())
+    assert last is not c and a.mlp.down_proj.weight.data_ptr() != rdsc.mlp.down_proj.weight.data_ptr()
+
+
+def test_nested_laco_merges_replay_exactly(base):
+    plan = {"type": "laco", "layers_before": 36, "layers_after": 32, "operations": [
+        {"op": "merge", "start": 20, "count": 3, "rule": "rdsc"},
+        {"op": "merge", "start": 18, "count": 3, "rule": "rdsc"},  # takes in the merged layer 20
+    ]}
+    assert layer_sources(36, plan["operations"])[18] == [18, 19, 20, 21, 22]
+    model = apply_plan(copy.deepcopy(base), plan)
+    layer = lambda k: dict(decoder_layers(base)[k].named_parameters())["self_attn.q_proj.weight"]  # noqa: E731
+    inner = layer(20) + (layer(21) - layer(20)) + (layer(22) - layer(20))
+    outer = layer(18) + (layer(19) - layer(18)) + (inner - layer(18))
+    assert torch.allclose(decoder_layers(model)[18].self_attn.q_proj.weight, outer, atol=1e-6)
+    assert torch.equal(decoder_layers(model)[19].self_attn.q_proj.weight, layer(23))
+
+
+def test_block_influence_and_angular_distance_by_hand(base, sequences, stats):
+    layer, n = 7, 2
+    cosines, angles = [], []
+    with torch.no_grad():
+        for ids in sequences:
+            hidden = base(ids, output_hidden_states=True).hidden_states  # [k] is the input of layer k (k < 36)
+            x, y = hidden[layer][0], hidden[layer + 1][0]
+            cosines += ((x * y).sum(-1) / (x.norm(dim=-1) * y.norm(dim=-1))).tolist()
+            u, v = hidden[layer][0, -1], hidden[layer + n][0, -1]
+            angles.append(math.acos(min(1.0, float(u @ v / (u.norm() * v.norm())))) / math.pi)
+    assert stats.tokens == len(cosines) == 320
+    assert math.isclose(stats.block_influence[layer], 1 - sum(cosines) / len(cosines), abs_tol=1e-5)
+    assert math.isclose(stats.angular_distance(n)[layer], sum(angles) / len(angles), abs_tol=1e-4)
+    assert len(stats.block_influence) == 36 and len(stats.angular_distance(n)) == 35
+
+
+def _near_identical(base):
+    """Every layer a copy of layer 0 with its residual writes scaled down: merging changes almost nothing."""
+    model = copy.deepcopy(base)
+    with torch.no_grad():
+        template = decoder_layers(model)[0]
+        template.self_attn.o_proj.weight.mul_(1e-3)
+        template.mlp.down_proj.weight.mul_(1e-3)
+        for layer in decoder_layers(model)[1:]:
+            layer.load_state_dict(template.state_dict())
+    return model
+
+
+def test_laco_merges_near_identical_layers_within_cap_and_bounds(base, sequences):
+    model = _near_identical(base)
+    stats = layer_stats(model, sequences)
+    laco = {"C": 3, "L": 6, "H": 22, "I": 2, "T": 0.99, "max_compression": 0.2}
+    plan = _plan("laco", model, stats, sequences, laco=laco)
+    # every trial accepted: start at H-C, step down by I, stop at the cap (int(0.2 * 36) = 7 layers: 3 merges)
+    assert [t["start"] for t in plan["trials"]] == [19, 17, 15]
+    assert all(t["accepted"] and t["similarity"] > 0.99 for t in plan["trials"])
+    assert plan["layers_after"] == 30 and 36 - plan["layers_after"] <= int(0.2 * 36)
+    merged = [i for t in plan["trials"] for i in t["original_layers"]]
+    assert min(merged) >= laco["L"] and max(merged) <= laco["H"] - 1
+    assert plan["sources"][15] == list(range(15, 22))  # nested merges: 19..21, then 17..19, then 15..17
+
+
+def test_laco_steps_down_by_one_after_a_rejection(base, sequences, stats):
+    plan = _plan("laco", base, stats, sequences, laco={"C": 3, "L": 10, "H": 16, "T": 1.0})
+    assert [t["start"] for t in plan["trials"]] == [13, 12, 11, 10]
+    assert not any(t["accepted"] for t in plan["trials"]) and plan["operations"] == []
+
+
+@pytest.mark.parametrize(
+    ("model_params", "key"),
+    [
+        ({"type": "dropped", "dropped": {"layers": [3, 36]}}, "model.dropped.layers: \\[36\\] out of range"),
+        ({"type": "dropped", "dropped": {"layers": [3, 3]}}, "model.dropped.layers: .* duplicates"),
+        ({"type": "dropped", "dropped": {"layers": "auto", "count": 36}}, "model.dropped.count"),
+        ({"type": "pruned", "pruned": {"keep": 37}}, "model.pruned.keep: 37 exceeds"),
+        ({"type": "laco", "laco": {"H": 40}}, "model.laco.H: 40 exceeds"),
+        ({"type": "laco", "laco": {"L": 26, "H": 28}}, "model.laco.L: 26"),
+        ({"type": "laco", "laco": {"max_compression": 0.05}}, "model.laco.max_compression"),
+    ],
+)
+def test_bad_plan_params_name_the_key(model_params, key):
+    params = parse_params({"model": model_params}).model
+    with pytest.raises(ParamsError, match=key):
+        validate(params.type, params, 36)
+
+
+def test_apply_plan_rejects_a_plan_for_another_model(base):
+    plan = {"type": "dropped", "layers_before": 28, "layers_after": 27, "operations": [{"op": "keep", "layers": [0]}]}
+    with pytest.raises(ValueError, match="made for 28 layers; this model has 36"):
+        apply_plan(copy.deepcopy(base), plan)
+    bad = {"type": "dropped", "layers_before": 36, "operations": [{"op": "keep", "layers": [40]}]}
+    with pytest.raises(ValueError, match="out of range"):
+        apply_plan(copy.deepcopy(base), bad)
+    with pytest.raises(ValueError, match="merge rule 'mean'"):
+        merge_layers(list(decoder_layers(base)[:2]), "mean")
+    assert ModelParams().laco == LacoParams()
+
+
+@pytest.mark.slow
+def test_base_and_prune_stages_are_deterministic(tmp_path):
+    params = {
+        "model": {"type": "laco", "calibration_tokens": 128, "laco": {"calibration_docs": 2, "T": 0.5}},
+        "variants": {"baseline": {"method": "none"}, "pruned_lora": {"method": "lora", "type": "pruned"}},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    write_jsonl(tmp_path / "data/processed/train.jsonl", _train_rows(3), "id")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    outputs = ["metrics/prune.json", "metrics/layer_scores.json", "plots/layer_scores.png",
+               "models/plans/laco.json", "models/plans/pruned.json"]
+    subprocess.run([sys.executable, "-m", "stages.base"], cwd=tmp_path, env=env, check=True)
+    runs = []
+    for _ in range(2):
+        subprocess.run([sys.executable, "-m", "stages.prune"], cwd=tmp_path, env=env, check=True)
+        runs.append({name: (tmp_path / name).read_bytes() for name in outputs})
+    assert runs[0] == runs[1]
+    assert sorted(p.name for p in (tmp_path / "models/plans").iterdir()) == ["laco.json", "pruned.json"]
+    metrics = json.loads(runs[0]["metrics/prune.json"])
+    laco = json.loads(runs[0]["models/plans/laco.json"])
+    assert metrics["layers_before"] == 36 and metrics["layers_after"] == laco["layers_after"]
+    assert metrics["by_type"]["pruned"]["layers_after"] == 24
+    assert 0 < metrics["by_type"]["pruned"]["compression"] < 1
+    rows = json.loads(runs[0]["metrics/layer_scores.json"])
+    assert [r["layer"] for r in rows] == list(range(36)) and set(rows[0]) == {"layer", "block_influence", "angular"}
+    assert runs[0]["plots/layer_scores.png"].startswith(b"\x89PNG")

@@ -1,0 +1,347 @@
+"""Training on the real tiny Qwen3 (shipped tokenizer, a 3-layer plan of the 36-layer base) with real optimizer steps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from torch import nn
+
+from bmw.base.materialise import materialise_base
+from bmw.io import write_jsonl
+from bmw.models.base import load_base
+from bmw.models.plan import plan_path, save_plan
+from bmw.models.surgery import apply_plan
+from bmw.models.variant import load_variant, save_variant
+from bmw.params import BaseModelParams, VariantParams, parse_params
+from bmw.train.backend import resolve_backend
+from bmw.train.checkpoints import resume_point
+from bmw.train.config import ensure_packing_safe, run_config
+from bmw.train.data import load_chat_split
+from bmw.train.sft import build_trainer, fit
+from bmw.train.variant import train_variant
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+LINEAR = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+PLAN = {"type": "pruned", "layers_before": 36, "layers_after": 3, "operations": [{"op": "keep", "layers": [0, 1, 35]}]}
+PARAMS = {
+    "seed": 42,
+    "model": {"type": "pruned"},
+    "variants": {
+        "baseline": {"method": "none"},
+        "full": {"method": "full", "epochs": 3, "lr": 5e-3},
+        "lora": {"method": "lora", "epochs": 3, "lr": 2e-2, "r": 4, "alpha": 8},
+    },
+    "train": {"max_length": 96, "batch_size": 4, "eval_steps": 2, "warmup_ratio": 0.0, "save_total_limit": 2},
+}
+SUBJECTS = ["The BMW Group", "BMW", "MINI", "Rolls-Royce", "The plant in Munich", "The new BMW iX3"]
+VERBS = ["presents", "delivers", "produces", "announces", "expands", "reports"]
+OBJECTS = ["a new electric model", "record sales", "the Neue Klasse", "battery cells", "the quarterly results"]
+
+
+def chat_rows(n: int, rng: random.Random) -> list[dict]:
+    def doc() -> str:
+        return " ".join(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)}." for _ in range(rng.randint(3, 6)))
+
+    return [
+        {"id": f"T{i:04d}", "style": "instruct", "messages": [
+            {"role": "system", "content": "You are a writer for BMW Group Corporate Communications."},
+            {"role": "user", "content": f"Write press release number {i}."},
+            {"role": "assistant", "content": doc()},
+        ]}
+        for i in range(n)
+    ]
+
+
+def make_project(root: Path, params: dict = PARAMS) -> Path:
+    """A project folder laid out as the pipeline leaves it before train: base, plans, processed data, params."""
+    materialise_base(root / "models" / "base", BaseModelParams(), seed=42)
+    save_plan(plan_path("pruned", root / "models" / "plans"), PLAN)
+    rng = random.Random(7)
+    write_jsonl(root / "data" / "processed" / "train.jsonl", chat_rows(16, rng))
+    write_jsonl(root / "data" / "processed" / "validation.jsonl", chat_rows(4, rng))
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("project"))
+
+
+def run_variant(project: Path, name: str, tag: str) -> tuple[dict, Path, Path]:
+    out, metrics = project / "models" / "variants" / tag, project / "metrics" / "train" / tag
+    result = train_variant(
+        name, parse_params(PARAMS), out, metrics, project / "models" / "checkpoints" / tag,
+        base_dir=project / "models" / "base", plans_dir=project / "models" / "plans",
+        data_dir=project / "data" / "processed",
+    )
+    return result, out, metrics
+
+
+@pytest.fixture(scope="module")
+def trained(project):
+    """train_variant results by variant name, each trained once for the module."""
+    cache: dict[str, tuple[dict, Path, Path]] = {}
+
+    def get(name: str) -> tuple[dict, Path, Path]:
+        if name not in cache:
+            cache[name] = run_variant(project, name, f"api_{name}")  # apart from the stage's own folders
+        return cache[name]
+
+    return get
+
+
+def curve(path: Path) -> list[tuple[int, float]]:
+    with path.open(encoding="utf-8") as f:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f, delimiter="\t")]
+
+
+def logits(model, input_ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits
+
+
+def sample_ids(tokenizer) -> torch.Tensor:
+    return tokenizer("The BMW Group presents the new BMW iX3 in Munich.", return_tensors="pt").input_ids
+
+
+METRIC_KEYS = {
+    "trained", "method", "type", "layers", "total_params", "trainable_params", "train_time_s", "time_per_epoch_s",
+    "epochs_run", "steps", "tokens_seen", "tokens_per_second", "best_eval_loss", "best_step", "final_train_loss",
+    "backend",
+}
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_training_lowers_the_loss_and_saves_the_planned_architecture(trained, project, method):
+    metrics, out, metrics_dir = trained(method)
+    assert METRIC_KEYS <= set(metrics)
+    assert json.loads((metrics_dir / "run.json").read_text()) == metrics
+    # the DVC metric holds no wall-clock figure and no string
+    assert json.loads((metrics_dir / "metrics.json").read_text()) == {"best_eval_loss": metrics["best_eval_loss"]}
+    assert not (metrics_dir / "params.yaml").exists()
+    assert metrics["trained"] and metrics["layers"] == 3 and metrics["type"] == "pruned"
+    assert metrics["backend"] == "transformers" and metrics["steps"] == metrics["max_steps"] == 12
+    assert metrics["epochs_run"] == 3 and metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0
+
+    train_curve = curve(metrics_dir / "plots" / "metrics" / "loss.tsv")
+    assert [s for s, _ in train_curve] == list(range(1, 13))  # keyed by optimizer step, each once
+    first, last = train_curve[0][1], train_curve[-1][1]
+    assert last < first - 0.3, train_curve  # from about ln(vocab) of the random base
+    eval_curve = curve(metrics_dir / "plots" / "metrics" / "eval" / "loss.tsv")
+    assert [s for s, _ in eval_curve] == [2, 4, 6, 8, 10, 12]
+    assert metrics["best_eval_loss"] == min(v for _, v in eval_curve) < eval_curve[0][1]
+    assert metrics["final_train_loss"] == last
+
+    manifest = json.loads((out / "variant.json").read_text())
+    assert manifest["format"] == ("lora" if method == "lora" else "full") and manifest["layers"] == 3
+    assert json.loads((out / "plan.json").read_text()) == PLAN
+    assert (out / "tokenizer.json").is_file() and (out / "chat_template.jinja").is_file()
+    if method == "full":
+        assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 3
+        assert metrics["trainable_params"] == metrics["total_params"]
+    else:
+        assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
+    assert not (project / "models" / "checkpoints" / f"api_{method}").exists()  # removed once the variant is saved
+
+
+def test_lora_adapts_every_linear_layer_of_the_decoder(trained, project):
+    metrics, out, _ = trained("lora")
+    r = PARAMS["variants"]["lora"]["r"]
+    model = apply_plan(load_base(project / "models" / "base")[0], PLAN)
+    linears = [m for name, m in model.model.layers.named_modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 3 * len(LINEAR)
+    assert metrics["trainable_params"] == sum(r * (m.in_features + m.out_features) for m in linears)
+    assert metrics["total_params"] == sum(p.numel() for p in model.parameters())
+    assert set(json.loads((out / "adapter_config.json").read_text())["target_modules"]) == LINEAR
+
+
+def test_none_saves_the_untrained_planned_architecture(trained, project):
+    metrics, out, _ = trained("baseline")
+    assert metrics["trained"] is False and metrics["method"] == "none" and metrics["backend"] == "none"
+    assert metrics["layers"] == 3 and metrics["trainable_params"] == 0 and metrics["steps"] == 0
+    model, tokenizer = load_variant(out)
+    assert model.config.num_hidden_layers == 3 and len(model.model.layers) == 3
+    reference = apply_plan(load_base(project / "models" / "base")[0], PLAN)
+    ids = sample_ids(tokenizer)
+    assert torch.equal(logits(model, ids), logits(reference, ids))
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_a_saved_variant_reloads_to_identical_logits(project, tmp_path, method):
+    base = project / "models" / "base"
+    model, tokenizer = load_base(base)
+    model = apply_plan(model, PLAN)
+    params = parse_params(PARAMS)
+    variant = params.variants[method].model_copy(update={"epochs": 0.5})
+    trained_model, _, _ = fit(
+        model, tokenizer, run_config(params.train, variant, 42, tmp_path / "ck", "float32"),
+        load_chat_split(project / "data" / "processed" / "train.jsonl"),
+        load_chat_split(project / "data" / "processed" / "validation.jsonl"),
+        metrics_dir=tmp_path / "metrics", fingerprint="reload",
+    )
+    manifest = {"name": method, "method": method, "type": "pruned", "layers": 3,
+                "base": {"path": str(base), "dtype": "float32"}}
+    save_variant(tmp_path / "out", trained_model, tokenizer, manifest, PLAN)
+    ids = sample_ids(tokenizer)
+    expected = logits(trained_model.eval(), ids)
+    reloaded, _ = load_variant(tmp_path / "out")
+    assert torch.equal(logits(reloaded, ids), expected)
+    merged, _ = load_variant(tmp_path / "out", merge=True)
+    assert torch.allclose(logits(merged, ids), expected, atol=1e-5)
+    gen = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    cached = merged.generate(ids, use_cache=True, **gen)
+    assert torch.equal(cached, merged.generate(ids, use_cache=False, **gen))
+
+
+@pytest.fixture(scope="module")
+def overfit(project, tmp_path_factory):
+    """Full fine-tuning at a high constant learning rate, evaluated every step: validation loss soon rises."""
+    ck = tmp_path_factory.mktemp("overfit") / "ck"
+    params = parse_params(PARAMS)
+    train = params.train.model_copy(update={"eval_steps": 1, "scheduler": "constant", "early_stopping_patience": 3})
+    model, tokenizer = load_base(project / "models" / "base")
+    model, figures, _ = fit(
+        apply_plan(model, PLAN), tokenizer,
+        run_config(train, VariantParams(method="full", epochs=10, lr=5e-2), 42, ck, "float32"),
+        load_chat_split(project / "data" / "processed" / "train.jsonl"),
+        load_chat_split(project / "data" / "processed" / "validation.jsonl"),
+        metrics_dir=ck.parent / "metrics", fingerprint="overfit",
+    )
+    return model, figures, ck, curve(ck.parent / "metrics" / "plots" / "metrics" / "eval" / "loss.tsv")
+
+
+def test_the_best_checkpoint_by_eval_loss_is_the_one_kept(overfit):
+    model, figures, ck, eval_curve = overfit
+    best_step, best = min(eval_curve, key=lambda sv: sv[1])
+    last_step, last = eval_curve[-1]
+    assert last > best and last_step > best_step  # the case the earlier pipeline got wrong
+    assert (figures["best_step"], figures["best_eval_loss"]) == (best_step, best)
+    state = {k: v for k, v in model.state_dict().items()}
+    best_weights = load_file(ck / f"checkpoint-{best_step}" / "model.safetensors")
+    last_weights = load_file(ck / f"checkpoint-{last_step}" / "model.safetensors")
+    assert all(torch.equal(state[k], v) for k, v in best_weights.items())
+    assert not all(torch.equal(state[k], v) for k, v in last_weights.items())
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(overfit):
+    _, figures, _, eval_curve = overfit
+    assert figures["early_stopped"] and figures["steps"] < figures["max_steps"] == 40
+    assert figures["steps"] == figures["best_step"] + 3  # patience 3, one evaluation per step
+    assert [s for s, _ in eval_curve] == list(range(1, figures["steps"] + 1))
+
+
+def test_assistant_only_loss_masks_all_but_the_assistant_turns(project, tmp_path):
+    params = parse_params(PARAMS)
+    model, tokenizer = load_base(project / "models" / "base")
+    data = load_chat_split(project / "data" / "processed" / "validation.jsonl")
+
+    def labelled(assistant_only: bool) -> list[tuple[list[int], list[int]]]:
+        train = params.train.model_copy(update={"assistant_only_loss": assistant_only, "max_length": 512})
+        config = run_config(train, params.variants["full"], 42, tmp_path, "float32")
+        trainer = build_trainer(model, tokenizer, config, data, data)
+        return [(row["input_ids"], row["labels"]) for row in trainer.train_dataset]
+
+    for (ids, labels), row in zip(labelled(True), data):
+        trained_on = [t for t, label in zip(ids, labels) if label != -100]
+        assert tokenizer.decode(trained_on) == row["messages"][-1]["content"] + "<|im_end|>"
+        assert "<|im_start|>" not in tokenizer.decode(trained_on)
+    assert all(ids == labels for ids, labels in labelled(False))
+
+
+def test_packing_keeps_sdpa_and_refuses_an_attention_that_mixes_examples(project):
+    # SDPA gets a per-document mask from the padding-free batch's position_ids (tests/test_bench.py checks the loss)
+    model, _ = load_base(project / "models" / "base")
+    ensure_packing_safe(model)
+    assert model.config._attn_implementation == "sdpa"
+    model.config._attn_implementation = "paged|sdpa"  # one without that mask, where no flash-attn is installed
+    with pytest.raises(ValueError, match="train.packing: true needs a varlen attention.*'paged\\|sdpa'"):
+        ensure_packing_safe(model)
+
+
+def test_backend_auto_falls_back_to_transformers_and_unsloth_needs_cuda(caplog):
+    with caplog.at_level(logging.INFO, logger="bmw.train.backend"):
+        assert resolve_backend("auto") == "transformers"
+    assert "using transformers + PEFT + TRL" in caplog.text
+    assert resolve_backend("transformers") == "transformers"
+    with pytest.raises(RuntimeError, match="train.backend: unsloth needs a CUDA GPU"):
+        resolve_backend("unsloth")
+
+
+def test_malformed_training_data_fails_naming_the_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    good = chat_rows(1, random.Random(0))[0]
+    bad = {"id": "x", "messages": [{"role": "user", "content": "only a question"}]}
+    write_jsonl(path, [good, bad])
+    with pytest.raises(ValueError, match=r"train.jsonl:2: no assistant message"):
+        load_chat_split(path)
+    path.write_text('{"messages": [{"role": "robot", "content": "x"}]}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"train.jsonl:1: messages\[0\] must be"):
+        load_chat_split(path)
+    with pytest.raises(FileNotFoundError, match="run the format stage"):
+        load_chat_split(tmp_path / "missing.jsonl")
+
+
+def test_checkpoints_of_another_run_or_cut_off_saves_are_not_resumed(tmp_path):
+    ck = tmp_path / "ck"
+    assert resume_point(ck, "run-a") is None
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (ck / f"checkpoint-{step}").mkdir()
+        if complete:
+            (ck / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert resume_point(ck, "run-a") == ck / "checkpoint-4"
+    assert not (ck / "checkpoint-6").exists()
+    assert resume_point(ck, "run-b") is None
+    assert not (ck / "checkpoint-4").exists()
+
+
+def complete_checkpoints(ck: Path) -> list[int]:
+    if not ck.exists():
+        return []
+    return sorted(int(p.name.split("-")[1]) for p in ck.glob("checkpoint-*") if (p / "trainer_state.json").is_file())
+
+
+@pytest.mark.slow
+def test_a_killed_training_resumes_from_its_last_checkpoint(project, trained):
+    """SIGKILL `python -m stages.train lora` after its first checkpoint; the re-run continues, not restarts."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "stages.train", "lora"]
+    ck = project / "models" / "checkpoints" / "lora"
+    proc = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not complete_checkpoints(ck) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    stderr = proc.communicate()[1].decode()
+    assert proc.returncode == -signal.SIGKILL, stderr[-3000:]
+    done = complete_checkpoints(ck)
+    assert done and done[-1] < 12, done
+    resumed_at = done[-1]
+
+    rerun = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"starting at step {resumed_at}" in rerun.stderr
+    metrics_dir = project / "metrics" / "train" / "lora"
+    metrics = json.loads((metrics_dir / "run.json").read_text())
+    assert metrics["resumed_from_step"] == resumed_at and metrics["steps"] == 12
+    resumed_curve = curve(metrics_dir / "plots" / "metrics" / "loss.tsv")
+    assert [s for s, _ in resumed_curve] == list(range(1, 13))  # no step twice, none missing
+    # the same run uninterrupted (same params, data, seed): the resumed one continues it exactly
+    _, _, uninterrupted_dir = trained("lora")
+    expected = curve(uninterrupted_dir / "plots" / "metrics" / "loss.tsv")
+    assert [v for _, v in resumed_curve] == pytest.approx([v for _, v in expected], abs=1e-5)
+    assert not ck.exists()
