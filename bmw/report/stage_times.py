@@ -12,9 +12,15 @@ import time
 from bmw.report.tables import markdown_table
 
 
+PIPELINE = ("scrape", "clean", "filter", "format", "base", "prune", "train", "eval", "report")
+
+
 def stage_names() -> list[str]:
+    """Every stage of dvc.yaml (train@<variant> and eval@<variant> expanded) in pipeline order."""
     out = subprocess.run(["dvc", "stage", "list", "--name-only"], check=True, capture_output=True, text=True).stdout
-    return [line.strip() for line in out.splitlines() if line.strip()]
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    order = {stage: i for i, stage in enumerate(PIPELINE)}
+    return sorted(names, key=lambda name: order.get(name.split("@")[0], len(PIPELINE)))
 
 
 def main(argv: list[str] | None = None) -> None:
