@@ -84,13 +84,16 @@ class FormatParams(Strict):
     system_prompt: str = "You are a writer for BMW Group Corporate Communications."
     split: SplitParams = SplitParams()
     qa_per_article: int = Field(4, ge=1)
-    mcqa_per_article: int = Field(3, ge=1)
+    mcqa_per_article: int = Field(3, ge=1)  # held-out set: facts of test articles, which no model can know
+    mcqa_knowledge_per_article: int = Field(1, ge=0)  # knowledge set: facts of training articles (0: none)
     mcqa_choices: int = Field(4, ge=2)
     eval_prompts: int = Field(8, ge=1)
 
 
 class BaseModelParams(Strict):
-    name: str = "tiny"  # "tiny", a Hub id (e.g. Qwen/Qwen3-8B) or a local path
+    # embedded: "tiny" (random Qwen3, Qwen3-8B's depth) or "smollm2-135m-instruct" (pretrained, from PyPI);
+    # else a Hub id (e.g. Qwen/Qwen3-8B) or a local path
+    name: str = "tiny"
     revision: str = "main"  # pin a commit hash for Hub ids
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
@@ -114,6 +117,8 @@ class LacoParams(Strict):
     T: float = Field(0.85, gt=-1, le=1)  # cosine threshold on final hidden states
     max_compression: float = Field(0.3, gt=0, lt=1)
     merge: Literal["rdsc", "last"] = "rdsc"
+    # which parameters merge: the linear projections (LaCo's official code) or all, norms too (the paper's formula)
+    scope: Literal["linear", "all"] = "linear"
     calibration_docs: int = Field(16, ge=1)
 
 

@@ -1,4 +1,4 @@
-"""format: filtered documents -> Qwen3 ChatML rows per split, held-out eval sets, stats, plot and data set card.
+"""format: filtered documents -> ChatML rows per split, held-out eval sets, stats, plot and data set card.
 
 python -m stages.format
 """
@@ -9,11 +9,11 @@ import json
 import logging
 from pathlib import Path
 
-from bmw.base.tokenizer import load_tokenizer
 from bmw.format import dataset
 from bmw.format.card import render_card
 from bmw.format.stats import dataset_stats, histogram_png, metrics, token_counts
 from bmw.io import atomic_open, read_jsonl, write_bytes, write_json
+from bmw.models.base import BASE_DIR, load_base_tokenizer
 from bmw.params import load_params
 
 log = logging.getLogger("stages.format")
@@ -38,7 +38,7 @@ def main() -> None:
     data = dataset.build(docs, params.format, params.seed)
     dataset.write(data, OUT)
 
-    tokenizer = load_tokenizer(params.base)
+    tokenizer = load_base_tokenizer(BASE_DIR)  # token counts in the base model's own tokens
     tokens = {name: token_counts([d["text"] for d in split], tokenizer) for name, split in data.documents.items()}
     stats = dataset_stats(data, tokens)
     write_json(OUT / "stats.json", stats)

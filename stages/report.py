@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from bmw.io import atomic_open
+from bmw.models.plan import PLANS_DIR
 from bmw.params import load_params
 from bmw.report.collect import collect
 from bmw.report.render import make_plots, model_card, report_markdown
@@ -25,7 +26,8 @@ def main() -> None:
     params = load_params()
     results = collect(list(params.variants))
     figures = make_plots(results, PLOTS_DIR)
-    report = report_markdown(results, params, figures, REPORT_DIR, _json("metrics/data.json"), _json("metrics/prune.json"))
+    plans = {path.stem: _json(str(path)) for path in sorted(PLANS_DIR.glob("*.json")) if path.name != "summary.json"}
+    report = report_markdown(results, params, figures, REPORT_DIR, _json("metrics/data.json"), plans)
     with atomic_open(REPORT_DIR / "report.md") as f:
         f.write(report)
     with atomic_open(REPORT_DIR / "MODEL_CARD.md") as f:

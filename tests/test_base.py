@@ -15,7 +15,7 @@ from bmw.base.tokenizer import (
     CHAT_TEMPLATE,
     TINY_TOKENIZER_DIR,
     build_tokenizer,
-    load_tokenizer,
+    load_tiny_tokenizer,
 )
 from bmw.models.base import load_base
 from bmw.params import BaseModelParams
@@ -41,7 +41,7 @@ RENDERED = (
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return load_tokenizer(BaseModelParams(name="tiny"))
+    return load_tiny_tokenizer()
 
 
 def test_special_tokens_are_qwen3s(tokenizer):

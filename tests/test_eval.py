@@ -260,11 +260,14 @@ def test_thinking_switch_reaches_the_template(tok):
 def test_entropies_by_hand():
     assert discrete_entropy([0, 0, 0, 0, 0]) == 0
     assert discrete_entropy([0, 1, 2, 3, 4]) == pytest.approx(math.log(5))
-    assert weighted_entropy([0, 0, 0], [-3.0, -1.0, -9.0]) == pytest.approx(0.0)
-    assert weighted_entropy([0, 1, 2, 3, 4], [-2.0] * 5) == pytest.approx(math.log(5))
+    assert weighted_entropy([0, 0, 0], [-3.0, -1.0, -9.0], [1, 1, 1]) == pytest.approx(0.0)
+    assert weighted_entropy([0, 1, 2, 3, 4], [-2.0] * 5, [1] * 5) == pytest.approx(math.log(5))
     p = 0.75  # clusters {a, b} and {c} with probabilities .5, .25, .25
     expected = -(p * math.log(p) + (1 - p) * math.log(1 - p))
-    assert weighted_entropy([0, 0, 1], [math.log(0.5), math.log(0.25), math.log(0.25)]) == pytest.approx(expected)
+    assert weighted_entropy([0, 0, 1], [math.log(0.5), math.log(0.25), math.log(0.25)], [1, 1, 1]) == pytest.approx(
+        expected)
+    # two answers, both at -1 nat per token, 2 and 20 tokens long: equally likely per token -> ln 2, not ~0
+    assert weighted_entropy([0, 1], [-2.0, -20.0], [2, 20]) == pytest.approx(math.log(2))
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +297,8 @@ def test_semantic_entropy_extremes_on_the_model(model, tok, minilm):
     assert summary["discrete"] == pytest.approx(math.log(3))
     for row in rows:
         assert [s["cluster"] for s in row["samples"]] == [0, 1, 2]
-        assert row["weighted"] == pytest.approx(weighted_entropy([0, 1, 2], [s["logprob"] for s in row["samples"]]))
+        assert row["weighted"] == pytest.approx(weighted_entropy(
+            [0, 1, 2], [s["logprob"] for s in row["samples"]], [s["tokens"] for s in row["samples"]]))
 
 
 def _tiny_nli(path: Path, verdict: str) -> Path:
@@ -417,6 +421,10 @@ def write_processed(data_dir: Path) -> None:
         {"id": "m3", "article_id": "T02EN", "type": "figure", "question": "The MINI Cooper E has a range of ____.",
          "choices": ["402 km", "305 km", "50 km"], "answer": 1},
     ])
+    write_jsonl(data_dir / "mcqa_knowledge.jsonl", [
+        {"id": "k1", "article_id": "T09EN", "type": "place", "question": "The MINI is built in ____.",
+         "choices": ["Oxford", "Munich"], "answer": 0},
+    ])
     write_jsonl(data_dir / "qa_reference.jsonl", [
         {"id": "q1", "article_id": "T01EN", "question": "Where is the iX3 built?", "answer": "In Debrecen, Hungary."},
     ])
@@ -429,8 +437,9 @@ def check_outputs(metrics_dir: Path, metrics: dict) -> None:
     assert json.loads((metrics_dir / "details.json").read_text()) == metrics
     # the DVC metrics: headline figures only, in this order, and no wall-clock time (that is in run.json)
     headline = json.loads((metrics_dir / "metrics.json").read_text())
-    assert list(headline.items()) == [("perplexity", metrics["perplexity"]["ppl"]), ("mcqa_acc", metrics["mcqa"]["acc"]),
-                                      ("semantic_entropy", metrics["semantic_entropy"]["discrete"])]
+    assert list(headline.items()) == [
+        ("perplexity", metrics["perplexity"]["ppl"]), ("mcqa_knowledge_acc", metrics["mcqa_knowledge"]["acc"]),
+        ("mcqa_heldout_acc", metrics["mcqa"]["acc"]), ("semantic_entropy", metrics["semantic_entropy"]["discrete"])]
     assert json.loads((metrics_dir / "run.json").read_text())["eval_time_s"] > 0
     for key in ("perplexity", "perplexity_assistant"):
         assert set(metrics[key]) == {"ppl", "nll", "tokens", "bits_per_byte"}
@@ -446,7 +455,9 @@ def check_outputs(metrics_dir: Path, metrics: dict) -> None:
     assert [g["id"] for g in generations] == ["T00EN", "T01EN"]
     assert all({"text", "thinking", "answer", "prompt", "tokens"} <= set(g) for g in generations)
     assert [len(r["samples"]) for r in read_jsonl(metrics_dir / "semantic_entropy.jsonl")] == [2, 2]
-    assert [r["id"] for r in read_jsonl(metrics_dir / "mcqa_items.jsonl")] == ["m1", "m2", "m3"]
+    assert metrics["mcqa_knowledge"]["n"] == 1
+    assert [(r["set"], r["id"]) for r in read_jsonl(metrics_dir / "mcqa_items.jsonl")] == [
+        ("heldout", "m1"), ("heldout", "m2"), ("heldout", "m3"), ("knowledge", "k1")]
     assert not (metrics_dir / "dvc.yaml").exists()
 
 
@@ -483,4 +494,4 @@ def test_eval_stage_on_a_saved_variant(model, tok, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "eval [5/5] qa log-likelihood" in run.stderr
     metrics_dir = tmp_path / "metrics" / "eval" / "baseline"
-    check_outputs(metrics_dir, json.loads((metrics_dir / "metrics.json").read_text()))
+    check_outputs(metrics_dir, json.loads((metrics_dir / "details.json").read_text()))

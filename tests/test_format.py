@@ -15,6 +15,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from bmw.base.materialise import materialise_base
 from bmw.format import dataset
 from bmw.format.card import render_card
 from bmw.format.facts import FACT_TYPES, extract_facts, normalise, sentences
@@ -24,7 +25,7 @@ from bmw.format.select import usable
 from bmw.format.split import SPLITS, assign_split, split_documents
 from bmw.format.stats import dataset_stats, histogram_png, metrics, token_counts
 from bmw.io import read_jsonl, write_jsonl
-from bmw.params import FormatParams, SplitParams
+from bmw.params import BaseModelParams, FormatParams, SplitParams
 from mirror.content import mirror_articles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,6 +226,10 @@ def test_mcqa_choices_are_the_fact_and_same_type_distractors_from_other_articles
                 assert any(choice in d["text"] for d in docs if d["id"] != doc["id"])
     per_article = Counter(item["article_id"] for item in data.mcqa)
     assert max(per_article.values()) <= FMT.mcqa_per_article
+    # the knowledge set: the same kind of items about training articles, the facts fine-tuning should teach
+    train_ids = {d["id"] for d in data.documents["train"]}
+    assert data.mcqa_knowledge and {item["article_id"] for item in data.mcqa_knowledge} <= train_ids
+    assert max(Counter(item["article_id"] for item in data.mcqa_knowledge).values()) <= FMT.mcqa_knowledge_per_article
     assert {item["type"] for item in data.mcqa} == set(FACT_TYPES)
     positions = Counter(item["answer"] for item in data.mcqa)
     assert len(positions) == FMT.mcqa_choices  # the answer position is shuffled
@@ -234,8 +239,8 @@ def test_outputs_are_deterministic(docs, data, tmp_path):
     dataset.write(data, tmp_path / "a")
     dataset.write(dataset.build(list(reversed(docs)), FMT, SEED), tmp_path / "b")
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert names == ["mcqa.jsonl", "prompts.jsonl", "qa_reference.jsonl", "test.jsonl", "train.jsonl",
-                     "validation.jsonl"]
+    assert names == ["mcqa.jsonl", "mcqa_knowledge.jsonl", "prompts.jsonl", "qa_reference.jsonl", "test.jsonl",
+                     "train.jsonl", "validation.jsonl"]
     for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     dataset.write(dataset.build(docs, FMT, SEED + 1), tmp_path / "c")
@@ -296,8 +301,9 @@ def test_stats_histogram_and_card(data, tokenizer):
 
 @pytest.mark.slow
 def test_stage_writes_every_output_identically_twice(docs, tmp_path):
-    """`python -m stages.format` in a fresh folder with the shipped params and tokenizer, run twice."""
+    """`python -m stages.format` in a fresh folder with the shipped params and the tiny base's tokenizer, run twice."""
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    materialise_base(tmp_path / "models" / "base", BaseModelParams(name="tiny"), seed=42)
     write_jsonl(tmp_path / "data/filtered/documents.jsonl", docs, sort_key="id")
     (tmp_path / "data/filtered/summary.json").write_text(json.dumps({"filtered": False}), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}

@@ -149,6 +149,38 @@ def test_rdsc_merge_by_hand(base):
     assert last is not c and a.mlp.down_proj.weight.data_ptr() != rdsc.mlp.down_proj.weight.data_ptr()
 
 
+def test_linear_scope_merges_the_projections_and_keeps_the_first_layers_norms(base):
+    a, b, c = (decoder_layers(base)[i] for i in (4, 5, 6))
+    merged = merge_layers([a, b, c], "rdsc", "linear")
+    params = {layer: dict(layer.named_parameters()) for layer in (a, b, c)}
+    for name, value in merged.named_parameters():
+        ta, tb, tc = (params[layer][name] for layer in (a, b, c))
+        if name.endswith("proj.weight"):
+            assert torch.allclose(value, ta + (tb - ta) + (tc - ta), atol=1e-7), name
+        else:  # input/post-attention layernorms, q/k norms
+            assert torch.equal(value, ta), name
+    last = merge_layers([a, b, c], "last", "linear")
+    assert torch.equal(last.mlp.up_proj.weight, c.mlp.up_proj.weight)
+    assert torch.equal(last.input_layernorm.weight, a.input_layernorm.weight)
+    with pytest.raises(ValueError, match="merge scope 'norms'"):
+        merge_layers([a, b], "rdsc", "norms")
+
+
+def test_laco_with_an_interval_below_c_minus_one_clamps_merges_to_the_layers_left(base, sequences):
+    """I=1 < C-1=2: after an accepted merge at l, the next trial starts at l-1, whose C layers may run past the
+    (shrunk) model's end; the merge takes the layers that exist, as LaCo's official code does."""
+    model = _near_identical(base)
+    stats = layer_stats(model, sequences)
+    laco = {"C": 3, "L": 30, "H": 36, "I": 1, "T": 0.99, "max_compression": 0.3}
+    plan = _plan("laco", model, stats, sequences, laco=laco)
+    counts = [op["count"] for op in plan["operations"]]
+    assert plan["operations"][0]["start"] == 33 and counts[0] == 3
+    assert 2 in counts  # a clamped merge
+    assert plan["layers_after"] == 36 - sum(c - 1 for c in counts)
+    replayed = apply_plan(copy.deepcopy(model), plan)  # the recorded operations replay on the base
+    assert len(decoder_layers(replayed)) == plan["layers_after"]
+
+
 def test_nested_laco_merges_replay_exactly(base):
     plan = {"type": "laco", "layers_before": 36, "layers_after": 32, "operations": [
         {"op": "merge", "start": 20, "count": 3, "rule": "rdsc"},

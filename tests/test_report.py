@@ -53,7 +53,17 @@ def test_report_from_metric_files(tmp_path):
     assert make_plots(results, tmp_path / "plots") and {k: p.read_bytes() for k, p in figures.items()} == first
 
     report_dir = tmp_path / "reports"
-    text = report_markdown(results, params, figures, report_dir, {"train": {"rows": 80}}, {"layers_after": 24})
+    laco = {"type": "laco", "layers_before": 36, "layers_after": 36, "operations": [],
+            "sources": [[i] for i in range(36)],
+            "trials": [{"start": 25, "original_layers": [25, 26, 27], "similarity": 0.41, "accepted": False}]}
+    pruned = {"type": "pruned", "layers_before": 36, "layers_after": 24, "sources": [[i] for i in range(24)]}
+    text = report_markdown(results, params, figures, report_dir, {"train": {"rows": 80}},
+                           {"laco": laco, "pruned": pruned})
+    assert "random weights" in text  # base.name tiny
+    # the cost of the pruned type against the original one of the same method: 12 / 10 perplexity
+    assert "| lora_pruned | pruned | full | 36 -> 24 | full | 12.00 (+20.0%) |" in text
+    assert "| pruned | 36 -> 24 | 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35 | - |" in text
+    assert "Every merge was rejected" in text and "| 25 | 25, 26, 27 | 0.4100 | rejected |" in text
     assert "![Loss curves](../plots/loss_curves.png)" in text
     assert "Tell me about: X \\| Y" in text and "lora_pruned says" in text
     assert "embedding:all-MiniLM-L6-v2" in text

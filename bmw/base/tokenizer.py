@@ -1,4 +1,4 @@
-"""The tokenizer of a base model: the shipped tiny one (trained on the bundled press corpus) or a real model's.
+"""The tiny base's tokenizer: a byte-level BPE trained on the bundled press corpus, with Qwen3's ChatML template.
 
 The tiny tokenizer in `bmw/base/tiny_tokenizer/` is committed (the tiny base never depends on scraped data);
 `bmw mirror tokenizer` retrains it on the bundled mirror's corpus with `build_tokenizer`.
@@ -14,8 +14,6 @@ from tokenizers import AddedToken
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
 
-from bmw.params import BaseModelParams
-
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
@@ -25,7 +23,6 @@ VOCAB_SIZE = 4096
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 SPECIAL_TOKENS = [ENDOFTEXT, IM_START, IM_END]
 THINK_TOKENS = ["<think>", "</think>"]  # single tokens but not special, as in Qwen3: decoding keeps them
-TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "vocab.json", "merges.txt"]
 
 
 def build_tokenizer(texts: Sequence[str], vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerBase:
@@ -50,15 +47,3 @@ def build_tokenizer(texts: Sequence[str], vocab_size: int = VOCAB_SIZE) -> PreTr
 
 def load_tiny_tokenizer() -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(TINY_TOKENIZER_DIR, local_files_only=True)
-
-
-def load_tokenizer(base: BaseModelParams) -> PreTrainedTokenizerBase:
-    """The tokenizer of `base.name`: "tiny" (shipped), a local model folder, or a Hub id at `base.revision`."""
-    if base.name == "tiny":
-        return load_tiny_tokenizer()
-    if Path(base.name).is_dir():
-        return AutoTokenizer.from_pretrained(base.name, local_files_only=True)
-    from huggingface_hub import snapshot_download
-
-    path = snapshot_download(base.name, revision=base.revision, allow_patterns=TOKENIZER_FILES)
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)

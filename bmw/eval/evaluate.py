@@ -25,7 +25,7 @@ from bmw.params import Params
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("test.jsonl", "prompts.jsonl", "mcqa.jsonl", "qa_reference.jsonl")
+INPUTS = ("test.jsonl", "prompts.jsonl", "mcqa.jsonl", "mcqa_knowledge.jsonl", "qa_reference.jsonl")
 
 
 def read_inputs(data_dir: Path) -> dict[str, list[dict]]:
@@ -40,12 +40,14 @@ def read_inputs(data_dir: Path) -> dict[str, list[dict]]:
 
 
 def headline(details: dict) -> dict:
-    """The figures a comparison starts from, in this order."""
-    return {
+    """The figures a comparison starts from, in this order (the knowledge set only where format built one)."""
+    figures = {
         "perplexity": details["perplexity"]["ppl"],
-        "mcqa_acc": details["mcqa"]["acc"],
+        "mcqa_knowledge_acc": details.get("mcqa_knowledge", {}).get("acc"),
+        "mcqa_heldout_acc": details["mcqa"]["acc"],
         "semantic_entropy": details["semantic_entropy"]["discrete"],
     }
+    return {name: value for name, value in figures.items() if value is not None}
 
 
 def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir: Path) -> dict:
@@ -88,8 +90,13 @@ def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir
     write_jsonl(metrics_dir / "semantic_entropy.jsonl", se_rows, sort_key="id")
 
     progress("multiple choice")
-    metrics["mcqa"], mc_rows = evaluate_mcqa(model, tokenizer, data["mcqa"], system=system, batch_size=p.batch_size)
-    write_jsonl(metrics_dir / "mcqa_items.jsonl", mc_rows, sort_key="id")
+    metrics["mcqa"], heldout = evaluate_mcqa(model, tokenizer, data["mcqa"], system=system, batch_size=p.batch_size)
+    knowledge: list[dict] = []
+    if data["mcqa_knowledge"]:
+        metrics["mcqa_knowledge"], knowledge = evaluate_mcqa(model, tokenizer, data["mcqa_knowledge"], system=system,
+                                                             batch_size=p.batch_size)
+    write_jsonl(metrics_dir / "mcqa_items.jsonl", [{**r, "set": "heldout"} for r in heldout]
+                + [{**r, "set": "knowledge"} for r in knowledge], sort_key=("set", "id"))
 
     progress("qa log-likelihood")
     metrics["qa_loglik"] = qa_loglik(model, tokenizer, data["qa_reference"], system=system, batch_size=p.batch_size)

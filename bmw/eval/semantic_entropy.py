@@ -31,9 +31,14 @@ def discrete_entropy(clusters: list[int]) -> float:
     return -sum(k / n * math.log(k / n) for k in counts)
 
 
-def weighted_entropy(clusters: list[int], logprobs: list[float]) -> float:
-    """Entropy (nats) of cluster probabilities from the samples' sequence likelihoods, normalised over the samples."""
-    weights = torch.tensor(logprobs, dtype=torch.float64).softmax(0).tolist()
+def weighted_entropy(clusters: list[int], logprobs: list[float], lengths: list[int]) -> float:
+    """Entropy (nats) of cluster probabilities from the samples' likelihoods, normalised over the samples.
+
+    Each sample's log-likelihood is its mean per token (as Farquhar et al.'s released code does): summed, a long
+    answer would weigh exponentially less than a short one of the same per-token confidence.
+    """
+    per_token = [lp / max(1, n) for lp, n in zip(logprobs, lengths, strict=True)]
+    weights = torch.tensor(per_token, dtype=torch.float64).softmax(0).tolist()
     mass: dict[int, float] = {}
     for cluster, w in zip(clusters, weights):
         mass[cluster] = mass.get(cluster, 0.0) + w
@@ -131,7 +136,6 @@ def semantic_entropy(
     rows = []
     for prompt, gens in zip(chosen, samples):
         clusters = cluster([g.answer for g in gens])
-        logprobs = [g.logprob for g in gens]
         rows.append({
             "id": prompt["id"],
             "prompt": prompt["prompt"],
@@ -142,7 +146,7 @@ def semantic_entropy(
             ],
             "clusters": len(set(clusters)),
             "discrete": discrete_entropy(clusters),
-            "weighted": weighted_entropy(clusters, logprobs),
+            "weighted": weighted_entropy(clusters, [g.logprob for g in gens], [len(g.token_ids) for g in gens]),
         })
     summary = {
         "discrete": sum(r["discrete"] for r in rows) / len(rows),

@@ -93,7 +93,9 @@ def render_card(
         counts,
         "",
         f"Held out from the test split: {ev['prompts']} generation prompts, {ev['qa_reference']} reference "
-        f"question/answer pairs, {ev['mcqa']} multiple-choice items ({fmt.mcqa_choices} choices; {by_type}).",
+        f"question/answer pairs, {ev['mcqa']} multiple-choice items ({fmt.mcqa_choices} choices; {by_type}). "
+        f"From the training split: {ev.get('mcqa_knowledge', 0)} multiple-choice items built the same way "
+        "(`mcqa_knowledge.jsonl`), the facts fine-tuning should teach.",
         "",
         "## Tokens per document",
         "",

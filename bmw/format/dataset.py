@@ -21,7 +21,8 @@ class FormattedData:
     rows: dict[str, list[dict]]  # split -> messages rows, sorted by id
     prompts: list[dict]
     qa_reference: list[dict]
-    mcqa: list[dict]
+    mcqa: list[dict]  # about the test articles: a control no model can know
+    mcqa_knowledge: list[dict]  # about the training articles: what fine-tuning should teach
 
 
 def check_documents(docs: list[dict]) -> None:
@@ -70,6 +71,7 @@ def build(docs: list[dict], fmt: FormatParams, seed: int) -> FormattedData:
         prompts=eval_prompts(test, fmt.eval_prompts, seed),
         qa_reference=qa_reference(test, fmt.qa_per_article, seed),
         mcqa=mcqa_items(test, docs, fmt.mcqa_per_article, fmt.mcqa_choices, seed),
+        mcqa_knowledge=mcqa_items(documents["train"], docs, fmt.mcqa_knowledge_per_article, fmt.mcqa_choices, seed),
     )
 
 
@@ -80,3 +82,4 @@ def write(data: FormattedData, out_dir: str | Path) -> None:
     write_jsonl(out / "prompts.jsonl", data.prompts)  # in their seeded order: the first n are the eval prompts
     write_jsonl(out / "qa_reference.jsonl", data.qa_reference, sort_key="id")
     write_jsonl(out / "mcqa.jsonl", data.mcqa, sort_key="id")
+    write_jsonl(out / "mcqa_knowledge.jsonl", data.mcqa_knowledge, sort_key="id")

@@ -1,4 +1,5 @@
-"""Multiple-choice cloze items from held-out articles.
+"""Multiple-choice cloze items from a set of articles: the held-out ones (a control no model can know) or the
+training ones (the facts fine-tuning should teach).
 
 One fact of a sentence is masked; the choices are that fact and distractors of the same type (the same unit,
 brand, city/country or date grain first) taken from other articles and absent from this one, so exactly one

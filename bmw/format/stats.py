@@ -56,6 +56,7 @@ def dataset_stats(data: FormattedData, tokens: dict[str, list[int]]) -> dict:
             "qa_reference": len(data.qa_reference),
             "mcqa": len(data.mcqa),
             "mcqa_by_type": dict(sorted(Counter(i["type"] for i in data.mcqa).items())),
+            "mcqa_knowledge": len(data.mcqa_knowledge),
         },
     }
 

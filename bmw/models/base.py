@@ -24,5 +24,11 @@ def load_base(
         raise FileNotFoundError(f"{path}: no config.json; run the base stage (python -m stages.base) first")
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    return model.eval(), tokenizer
+    return model.eval(), load_base_tokenizer(path)
+
+
+def load_base_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    path = Path(path)
+    if not (path / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"{path}: no tokenizer; run the base stage (python -m stages.base) first")
+    return AutoTokenizer.from_pretrained(path, local_files_only=True)

@@ -2,7 +2,11 @@
 
 A plan's `operations` run in order, each on the layer indices of the model as it is at that point:
 - `{"op": "keep", "layers": [i, ...]}`: keep these layers, in this order (dropping and pruning);
-- `{"op": "merge", "start": l, "count": C, "rule": "rdsc"|"last"}`: replace layers l..l+C-1 by one merged layer (LaCo).
+- `{"op": "merge", "start": l, "count": C, "rule": "rdsc"|"last", "scope": "linear"|"all"}`: replace layers
+  l..l+C-1 by one merged layer (LaCo); `scope` says which parameters merge (a plan without it merged all of them).
+
+Architecture-generic: any Hugging Face decoder with `model.model.layers` (Llama, Qwen2, Qwen3, Mistral); only the
+depth-dependent config fields a config has are rewritten.
 """
 
 from __future__ import annotations
@@ -15,24 +19,32 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 MERGE_RULES = ("rdsc", "last")
+MERGE_SCOPES = ("linear", "all")
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
     return model.get_decoder().layers
 
 
-def set_layers(model: PreTrainedModel, layers: Sequence[nn.Module], layer_types: Sequence[str]) -> PreTrainedModel:
+def layer_types(model: PreTrainedModel) -> list[str | None]:
+    """`config.layer_types` where the config has them (Qwen2/3, Mistral); one None per layer where not (Llama)."""
+    types = getattr(model.config, "layer_types", None)
+    return list(types) if types is not None else [None] * len(decoder_layers(model))
+
+
+def set_layers(model: PreTrainedModel, layers: Sequence[nn.Module], types: Sequence[str | None]) -> PreTrainedModel:
     """Install `layers` as the decoder stack and make the config and every layer index agree with it.
 
     The KV cache is sized from the config and addressed by `self_attn.layer_idx`: a stale count or index makes
     cached generation fail (or silently read another layer's cache) while training looks fine.
     """
-    if len(layers) != len(layer_types):
-        raise ValueError(f"{len(layers)} layers but {len(layer_types)} layer types")
+    if len(layers) != len(types):
+        raise ValueError(f"{len(layers)} layers but {len(types)} layer types")
     model.get_decoder().layers = nn.ModuleList(layers)
     for config in {id(c): c for c in (model.config, model.get_decoder().config)}.values():
         config.num_hidden_layers = len(layers)
-        config.layer_types = list(layer_types)
+        if getattr(config, "layer_types", None) is not None:  # Llama's config has none
+            config.layer_types = list(types)
         if getattr(config, "max_window_layers", None) is not None:
             config.max_window_layers = min(config.max_window_layers, len(layers))
     shared = model.get_decoder().config
@@ -46,24 +58,37 @@ def set_layers(model: PreTrainedModel, layers: Sequence[nn.Module], layer_types:
     return model
 
 
+def _linear_weights(layer: nn.Module) -> set[str]:
+    return {f"{name}.{p}" for name, m in layer.named_modules() if isinstance(m, nn.Linear)
+            for p, _ in m.named_parameters(recurse=False)}
+
+
 @torch.no_grad()
-def merge_layers(layers: Sequence[nn.Module], rule: str) -> nn.Module:
-    """One layer standing for `layers`, every parameter (norms too) merged by `rule`.
+def merge_layers(layers: Sequence[nn.Module], rule: str, scope: str = "all") -> nn.Module:
+    """One layer standing for `layers`, the parameters of `scope` merged by `rule`, the others the first layer's.
 
     rdsc (LaCo's Reserving-Differences-while-Seeking-Common): theta_0 + sum_k (theta_k - theta_0).
     last: the last layer's weights (what LaCo's official code ends up with).
+    scope linear: the linear projections (attention and MLP), as LaCo's official code merges; all: every parameter,
+    norms included, as the paper's formula reads.
     """
     if rule not in MERGE_RULES:
         raise ValueError(f"merge rule {rule!r}: expected one of {', '.join(MERGE_RULES)}")
+    if scope not in MERGE_SCOPES:
+        raise ValueError(f"merge scope {scope!r}: expected one of {', '.join(MERGE_SCOPES)}")
     if len(layers) < 2:
         raise ValueError("a merge needs at least two layers")
-    merged = copy.deepcopy(layers[-1] if rule == "last" else layers[0])
-    if rule == "rdsc":
-        sources = [dict(layer.named_parameters()) for layer in layers]
-        for name, param in merged.named_parameters():
+    merged = copy.deepcopy(layers[0])
+    chosen = _linear_weights(merged) if scope == "linear" else {n for n, _ in merged.named_parameters()}
+    sources = [dict(layer.named_parameters()) for layer in layers]
+    for name, param in merged.named_parameters():
+        if name not in chosen:
+            continue
+        if rule == "last":
+            param.copy_(sources[-1][name])
+        else:
             base = sources[0][name].float()
-            total = base + sum(src[name].float() - base for src in sources[1:])
-            param.copy_(total.to(param.dtype))
+            param.copy_((base + sum(src[name].float() - base for src in sources[1:])).to(param.dtype))
     return merged
 
 
@@ -75,7 +100,7 @@ def _check_indices(op: dict, indices: Sequence[int], n: int) -> None:
 
 def apply_operation(model: PreTrainedModel, op: dict) -> PreTrainedModel:
     layers = list(decoder_layers(model))
-    types = list(model.config.layer_types)
+    types = layer_types(model)
     if op.get("op") == "keep":
         keep = [int(i) for i in op["layers"]]
         _check_indices(op, keep, len(layers))
@@ -85,7 +110,7 @@ def apply_operation(model: PreTrainedModel, op: dict) -> PreTrainedModel:
     if op.get("op") == "merge":
         start, count = int(op["start"]), int(op["count"])
         _check_indices(op, [start, start + count - 1], len(layers))
-        merged = merge_layers(layers[start : start + count], op["rule"])
+        merged = merge_layers(layers[start : start + count], op["rule"], op.get("scope", "all"))
         return set_layers(
             model,
             layers[:start] + [merged] + layers[start + count :],

@@ -1,10 +1,12 @@
 """A trained variant on disk: written atomically, reloaded by eval with `load_variant`.
 
 Layout of `models/variants/<name>/`:
-- `variant.json`: name, method, type, layers, format (`full` | `lora`) and the base reference;
+- `variant.json`: name, method, type, layers, format (`full` | `lora` | `base`) and the base reference;
 - `plan.json`: the layer plan the architecture was derived with;
 - `full`: `config.json` + `model.safetensors` of the derived architecture (its `num_hidden_layers` = layers);
 - `lora`: `adapter_config.json` + `adapter_model.safetensors`, rebuilt on base + plan;
+- `base` (an untrained variant): no weights at all, rebuilt as base + plan: its weights are the base's, and a copy
+  would store them twice (16 GB at Qwen3-8B's size);
 - the tokenizer, always.
 """
 
@@ -32,17 +34,18 @@ PLAN = "plan.json"
 
 def save_variant(
     out_dir: Path,
-    model: PreTrainedModel | PeftModel,
+    model: PreTrainedModel | PeftModel | None,
     tokenizer: PreTrainedTokenizerBase,
     manifest: dict,
     plan: dict,
     state_dict: dict | None = None,
 ) -> None:
-    """`model` is a PeftModel for LoRA (the adapter alone is saved) or a plain model (full safetensors);
-    `state_dict`: its weights gathered from the processes of an FSDP job."""
-    fmt = "lora" if isinstance(model, PeftModel) else "full"
+    """`model` is a PeftModel for LoRA (the adapter alone is saved), a plain model (full safetensors) or None for
+    an untrained variant (base + plan); `state_dict`: its weights gathered from the processes of an FSDP job."""
+    fmt = "base" if model is None else "lora" if isinstance(model, PeftModel) else "full"
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, state_dict=state_dict)
+        if model is not None:
+            model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / PLAN, plan)
         write_json(tmp / MANIFEST, {**manifest, "format": fmt})
@@ -59,7 +62,7 @@ def load_variant(
     out_dir: Path, merge: bool = False, base_dir: Path | None = None
 ) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """The variant in eval mode. LoRA: base (from `base_dir` or the recorded path) + plan + adapter, merged on
-    request."""
+    request; an untrained one: base + plan."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
@@ -67,8 +70,9 @@ def load_variant(
         model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=manifest["base"]["dtype"], local_files_only=True)
     else:
         base, _ = load_base(Path(base_dir or manifest["base"]["path"]), manifest["base"]["dtype"])
-        plan = load_plan(out_dir / PLAN)
-        model = PeftModel.from_pretrained(apply_plan(base, plan), out_dir)
-        if merge:
-            model = model.merge_and_unload()
+        model = apply_plan(base, load_plan(out_dir / PLAN))
+        if manifest["format"] == "lora":
+            model = PeftModel.from_pretrained(model, out_dir)
+            if merge:
+                model = model.merge_and_unload()
     return model.eval(), tokenizer

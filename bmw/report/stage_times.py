@@ -11,7 +11,6 @@ import time
 
 from bmw.report.tables import markdown_table
 
-
 PIPELINE = ("scrape", "clean", "filter", "format", "base", "prune", "train", "eval", "report")
 
 

@@ -44,8 +44,9 @@ VARIANT_COLUMNS: list[Column] = [
     ("Test loss ↓", "eval.test_loss", 4, True),
     ("Semantic entropy ↓", "eval.semantic_entropy.discrete", 3, True),
     ("SE weighted ↓", "eval.semantic_entropy.weighted", 3, True),
-    ("MCQA acc ↑", "eval.mcqa.acc", 3, False),
-    ("MCQA acc_norm ↑", "eval.mcqa.acc_norm", 3, False),
+    ("Knowledge MCQA ↑", "eval.mcqa_knowledge.acc", 3, False),
+    ("Held-out MCQA ↑", "eval.mcqa.acc", 3, False),
+    ("Held-out acc_norm ↑", "eval.mcqa.acc_norm", 3, False),
     ("QA log-lik ↑", "eval.qa_loglik.mean", 4, False),
 ]
 
@@ -131,3 +132,52 @@ def lm_eval_table(results: list[VariantResult]) -> str | None:
     header = ["Variant"] + [f"{t} {m}" for t, m in tasks]
     rows = [[r.name] + [fmt((r.get("eval.lm_eval") or {}).get(t, {}).get(m), 4) for t, m in tasks] for r in results]
     return markdown_table(header, rows)
+
+
+COST_COLUMNS = [("perplexity", "eval.perplexity.ppl", 2), ("knowledge MCQA", "eval.mcqa_knowledge.acc", 3),
+                ("held-out MCQA", "eval.mcqa.acc", 3)]
+
+
+def cost_table(results: list[VariantResult]) -> str | None:
+    """What removing layers costs: each variant of a reduced type against the original type's variant of the same
+    method (perplexity in percent, accuracies in points). None when the run holds no such pair."""
+    originals = {r.train.get("method"): r for r in results if r.train.get("type") == "original"}
+    rows = []
+    for r in results:
+        ref = originals.get(r.train.get("method"))
+        if r.train.get("type") in (None, "original") or ref is None:
+            continue
+        cells = [r.name, fmt(r.train.get("type")), fmt(r.train.get("method")),
+                 f"{fmt(ref.train.get('layers'))} -> {fmt(r.train.get('layers'))}", ref.name]
+        for _, path, digits in COST_COLUMNS:
+            new, old = r.get(path), ref.get(path)
+            if not isinstance(new, (int, float)) or not isinstance(old, (int, float)):
+                cells.append("-")
+            elif path == "eval.perplexity.ppl":
+                cells.append(f"{fmt(new, digits)} ({(new / old - 1) * 100:+.1f}%)")
+            else:
+                cells.append(f"{fmt(new, digits)} ({(new - old) * 100:+.1f} pt)")
+        rows.append(cells)
+    if not rows:
+        return None
+    header = ["Variant", "Type", "Method", "Layers", "Against"] + [f"{c[0]} (change)" for c in COST_COLUMNS]
+    return markdown_table(header, rows)
+
+
+def plans_table(plans: dict[str, dict]) -> str:
+    """One row per planned type: what it keeps or merges, from its plan file."""
+    rows = []
+    for model_type, plan in plans.items():
+        merged = [s for s in plan.get("sources", []) if len(s) > 1]
+        kept = {i for s in plan.get("sources", []) for i in s}
+        dropped = sorted(set(range(plan["layers_before"])) - kept)
+        rows.append([model_type, f"{plan['layers_before']} -> {plan['layers_after']}",
+                     ", ".join(map(str, dropped)) or "-",
+                     "; ".join(f"{s[0]}..{s[-1]}" for s in merged) or "-"])
+    return markdown_table(["Type", "Layers", "Removed layers", "Merged layers"], rows)
+
+
+def laco_trials_table(plan: dict) -> str:
+    rows = [[str(t["start"]), ", ".join(map(str, t["original_layers"])), fmt(t["similarity"], 4),
+             "accepted" if t["accepted"] else "rejected"] for t in plan.get("trials", [])]
+    return markdown_table(["Start", "Original layers", "Similarity", "Decision"], rows)

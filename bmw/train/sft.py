@@ -19,7 +19,7 @@ from transformers import (
 )
 from trl import SFTTrainer
 
-from bmw.train.checkpoints import resume_point
+from bmw.train.checkpoints import KeepOnlyWhatResumeNeeds, resume_point
 from bmw.train.config import RunConfig, ensure_packing_safe
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.train.fsdp_head import CompleteHeadForward
@@ -91,7 +91,8 @@ def fit(
     start = TrainerState.load_from_json(str(resume / "trainer_state.json")) if resume else None
     # in a job on several GPUs every process trains; only rank 0 writes the curves
     curves = [StepDVCLive(_live(metrics_dir))] if is_main_process() else []
-    trainer = build_trainer(model, tokenizer, config, train_ds, eval_ds, callbacks=[*curves, ProgressLog()])
+    trainer = build_trainer(model, tokenizer, config, train_ds, eval_ds,
+                            callbacks=[*curves, ProgressLog(), KeepOnlyWhatResumeNeeds()])
     began = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     summary = run_summary(trainer.state, start, time.perf_counter() - began)

@@ -73,6 +73,7 @@ def train_variant(
         loss = validation_loss(model, tokenizer, config, eval_ds, metrics_dir)
         total, _ = param_counts(model)
         figures, trainable, state_dict = untrained_summary(loss), 0, None
+        model = None  # saved as base + plan: the weights are the base's
     else:
         train_ds = load_chat_split(data["train"])
         fingerprint = run_fingerprint({
