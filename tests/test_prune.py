@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 from bmw.base.tiny import build_tiny_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_jsonl
+from bmw.models.base import load_base
 from bmw.models.surgery import apply_plan, decoder_layers, merge_layers
 from bmw.params import LacoParams, ModelParams, ParamsError, parse_params
 from bmw.prune.calibration import calibration_sequences
@@ -299,3 +300,52 @@ def test_base_and_prune_stages_are_deterministic(tmp_path):
     rows = json.loads(runs[0]["metrics/layer_scores.json"])
     assert [r["layer"] for r in rows] == list(range(36)) and set(rows[0]) == {"layer", "block_influence", "angular"}
     assert runs[0]["plots/layer_scores.png"].startswith(b"\x89PNG")
+
+
+# --- the same on a pretrained Llama: SmolLM2-135M-Instruct (no layer_types in its config) ---------------------------
+
+SMOLLM2_PLANS = {
+    "drop16": {"type": "dropped", "layers_before": 30, "layers_after": 29,
+               "operations": [{"op": "keep", "layers": [i for i in range(30) if i != 16]}]},
+    "laco": {"type": "laco", "layers_before": 30, "layers_after": 27, "operations": [
+        {"op": "merge", "start": 20, "count": 3, "rule": "rdsc", "scope": "linear"},
+        {"op": "merge", "start": 14, "count": 2, "rule": "rdsc", "scope": "all"}]},
+}
+
+
+@pytest.fixture(scope="module")
+def smollm2(smollm2_dir):
+    return load_base(smollm2_dir)
+
+
+@pytest.mark.parametrize("name", sorted(SMOLLM2_PLANS))
+def test_surgery_on_smollm2_saves_reloads_and_generates_with_cache(name, smollm2, tmp_path):
+    base, tokenizer = smollm2
+    plan = SMOLLM2_PLANS[name]
+    model = apply_plan(copy.deepcopy(base), plan)
+    layers = decoder_layers(model)
+    assert model.config.num_hidden_layers == len(layers) == plan["layers_after"]
+    assert [layer.self_attn.layer_idx for layer in layers] == list(range(len(layers)))
+    assert getattr(model.config, "layer_types", None) is None  # nothing the config does not have
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Tell me about the BMW iX3."}],
+                                           add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        assert torch.equal(model(**prompt).logits, reloaded(**prompt).logits)
+    greedy = {"max_new_tokens": 12, "do_sample": False}
+    cached = reloaded.generate(**prompt, use_cache=True, **greedy)
+    assert torch.equal(cached, reloaded.generate(**prompt, use_cache=False, **greedy))
+
+
+def test_scores_on_smollm2_rank_the_first_and_last_layers_above_the_middle(smollm2, tmp_path):
+    model, tokenizer = smollm2
+    path = tmp_path / "train.jsonl"
+    write_jsonl(path, _train_rows(8), "id")
+    stats = layer_stats(model, calibration_sequences(path, tokenizer, docs=8, tokens=2048, max_length=256))
+    influence = stats.block_influence
+    middle = influence[10:20]
+    assert min(influence[0], influence[29]) > max(middle)
+    assert influence[0] == max(influence)  # the embedding-adjacent layer changes its input most
+    # real structure, unlike random weights: the strongest layer dwarfs the typical one
+    assert max(influence) > 10 * sorted(influence)[15]
