@@ -1,7 +1,7 @@
 """prune: layer plans for model.type and every type a variant pins, with per-layer scores on calibration text.
 
-Writes models/plans/<type>.json and models/plans/summary.json (sizes by type), metrics/prune.json (model.type's
-sizes), metrics/layer_scores.json and plots/layer_scores.png.
+Writes models/plans/<variant>.json (the plan of the variant's type) and models/plans/_summary.json (sizes by type),
+metrics/prune.json (model.type's sizes), metrics/layer_scores.json and plots/layer_scores.png.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from bmw.io import atomic_dir, write_json
 from bmw.models.base import BASE_DIR, load_base
-from bmw.models.plan import PLANS_DIR, plan_path, save_plan
+from bmw.models.plan import PLANS_DIR, SUMMARY, plan_path, save_plan
 from bmw.params import load_params
 from bmw.prune.calibration import calibration_sequences
 from bmw.prune.plans import make_plan, parameter_counts
@@ -37,11 +37,14 @@ def main() -> None:
     )
     stats = layer_stats(model, sequences)
     types = sorted({p.type} | {params.variant_type(name) for name in params.variants})
+    plans = {model_type: make_plan(model_type, p, model, stats, sequences) for model_type in types}
     by_type: dict = {}
     with atomic_dir(PLANS_DIR) as tmp:
-        for model_type in types:
-            plan = make_plan(model_type, p, model, stats, sequences)
-            save_plan(plan_path(model_type, tmp), plan)
+        # one file per variant: train@<variant> depends on its own plan only, so a change of model.type re-runs the
+        # variants that follow it and not those that pin a type
+        for name in params.variants:
+            save_plan(plan_path(name, tmp), plans[params.variant_type(name)])
+        for model_type, plan in plans.items():
             before, after = parameter_counts(model, plan)
             by_type[model_type] = {
                 "layers_before": plan["layers_before"],
@@ -51,7 +54,7 @@ def main() -> None:
                 "compression": round(1 - after / before, 6),
             }
             log.info("%s: %d -> %d layers", model_type, plan["layers_before"], plan["layers_after"])
-        write_json(tmp / "summary.json", by_type)
+        write_json(tmp / SUMMARY, by_type)
     # the DVC metrics of model.type: what the architecture keeps (the sizes of every type are in the summary)
     write_json("metrics/prune.json", by_type[p.type])
     rows = layer_score_rows(stats.block_influence, stats.angular_distance(1))

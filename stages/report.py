@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from bmw.io import atomic_open
-from bmw.models.plan import PLANS_DIR
+from bmw.models.plan import load_plans_by_type
 from bmw.params import load_params
 from bmw.report.collect import collect
 from bmw.report.render import make_plots, model_card, report_markdown
@@ -26,8 +26,7 @@ def main() -> None:
     params = load_params()
     results = collect(list(params.variants))
     figures = make_plots(results, PLOTS_DIR)
-    plans = {path.stem: _json(str(path)) for path in sorted(PLANS_DIR.glob("*.json")) if path.name != "summary.json"}
-    report = report_markdown(results, params, figures, REPORT_DIR, _json("metrics/data.json"), plans)
+    report = report_markdown(results, params, figures, REPORT_DIR, _json("metrics/data.json"), load_plans_by_type())
     with atomic_open(REPORT_DIR / "report.md") as f:
         f.write(report)
     with atomic_open(REPORT_DIR / "MODEL_CARD.md") as f:

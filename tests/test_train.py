@@ -69,7 +69,8 @@ def chat_rows(n: int, rng: random.Random) -> list[dict]:
 def make_project(root: Path, params: dict = PARAMS) -> Path:
     """A project folder laid out as the pipeline leaves it before train: base, plans, processed data, params."""
     materialise_base(root / "models" / "base", BaseModelParams(), seed=42)
-    save_plan(plan_path("pruned", root / "models" / "plans"), PLAN)
+    for name in params["variants"]:
+        save_plan(plan_path(name, root / "models" / "plans"), PLAN)
     rng = random.Random(7)
     write_jsonl(root / "data" / "processed" / "train.jsonl", chat_rows(16, rng))
     write_jsonl(root / "data" / "processed" / "validation.jsonl", chat_rows(4, rng))

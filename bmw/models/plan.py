@@ -1,4 +1,5 @@
-"""Layer plan files `models/plans/<type>.json`: written by the prune stage, replayed by `surgery.apply_plan`.
+"""Layer plan files `models/plans/<variant>.json` (the plan of the variant's type) and `_summary.json` (sizes by type):
+written by the prune stage, replayed by `surgery.apply_plan`.
 
 A plan is a JSON-able dict; `bmw.prune.plans` documents its keys and makes it.
 """
@@ -9,14 +10,20 @@ import json
 from pathlib import Path
 
 from bmw.io import write_json
-from bmw.params import ModelType
 
 PLANS_DIR = Path("models/plans")
 PLAN_KEYS = ("type", "layers_before", "layers_after", "operations")
+SUMMARY = "_summary.json"  # no variant name starts with "_"
 
 
-def plan_path(model_type: ModelType, plans_dir: str | Path = PLANS_DIR) -> Path:
-    return Path(plans_dir) / f"{model_type}.json"
+def plan_path(variant: str, plans_dir: str | Path = PLANS_DIR) -> Path:
+    return Path(plans_dir) / f"{variant}.json"
+
+
+def load_plans_by_type(plans_dir: str | Path = PLANS_DIR) -> dict[str, dict]:
+    """One plan per type among the variants' plan files (variants of one type share it)."""
+    plans = [load_plan(p) for p in sorted(Path(plans_dir).glob("*.json")) if p.name != SUMMARY]
+    return {plan["type"]: plan for plan in plans}
 
 
 def load_plan(path: str | Path) -> dict:

@@ -50,7 +50,10 @@ def train_variant(
     validation loss), `run.json` (the run's figures, wall-clock times included; returned) and the loss curves."""
     variant, model_type = params.variant(name), params.variant_type(name)
     dtype = params.base.dtype
-    plan = load_plan(plan_path(model_type, plans_dir))
+    plan = load_plan(plan_path(name, plans_dir))
+    if plan["type"] != model_type:
+        raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
+                         f"type {model_type!r}: run the prune stage again")
     backend = resolve_backend(params.train.backend) if variant.method != "none" else "none"
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
