@@ -175,7 +175,9 @@ class EvalParams(Strict):
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
     enable_thinking: bool = False
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)  # sequences per forward: perplexity windows, multiple-choice continuations
+    # sequences per generate call: the samples of several prompts decode together (semantic entropy's M per prompt)
+    generation_batch_size: int = Field(64, ge=1)
     lm_eval_tasks: list[str] = []
     lm_eval_include: str | None = None  # a folder of local lm-evaluation-harness task YAMLs
 

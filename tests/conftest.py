@@ -40,15 +40,27 @@ def smollm2_dir(tmp_path_factory) -> Path:
                             BaseModelParams(name="smollm2-135m-instruct"), seed=0)
 
 
+EMBEDDED_BASE = "name: smollm2-135m-instruct"
+
+
 @pytest.fixture(scope="session")
 def pipeline_clone(tmp_path_factory) -> Path:
-    """A fresh clone of HEAD with the whole pipeline run once (~10 min on 2 cores), for every test that needs one.
+    """A fresh clone of HEAD whose pipeline ran once, for every test that needs one (~12 min on 2 cores).
 
+    The embedded default (SmolLM2) runs through `prune`: the data stages, the real base model and its layer plans;
+    its lock is kept beside the clone as `real.lock`. The rest runs on the tiny random Qwen3 (`base.name: tiny`, the
+    change left in params.yaml), where the tests check mechanics: training, evaluation, the report, the remote.
     Tests that change the project (remotes, commits, experiments) work on a copy of it.
     """
     if not subprocess.run(["git", "ls-files", "dvc.lock"], cwd=ROOT, capture_output=True, text=True).stdout.strip():
         pytest.fail("dvc.lock is not committed: run `dvc repro` and commit the lock")
     path = tmp_path_factory.mktemp("clone") / "repo"
     run_in(["git", "clone", "-q", str(ROOT), str(path)], ROOT)
+    run_in(["dvc", "repro", "prune"], path)
+    (path.parent / "real.lock").write_bytes((path / "dvc.lock").read_bytes())
+    params = path / "params.yaml"
+    text = params.read_text(encoding="utf-8")
+    assert EMBEDDED_BASE in text, f"params.yaml no longer has base {EMBEDDED_BASE!r}"
+    params.write_text(text.replace(EMBEDDED_BASE, "name: tiny"), encoding="utf-8")
     run_in(["dvc", "repro"], path)
     return path

@@ -197,7 +197,7 @@ PROMPTS = ["Hi", "Tell me about: the new BMW iX3 from the plant in Debrecen", "M
 
 
 def test_cached_generation_equals_uncached(model, tok):
-    p = EvalParams(max_new_tokens=8, batch_size=4)
+    p = EvalParams(max_new_tokens=8, generation_batch_size=4)
     rendered = [render_prompt(tok, q, SYSTEM, False) for q in PROMPTS]
     cached = generate(model, tok, rendered, p, seed=0, do_sample=False)
     uncached = generate(model, tok, rendered, p, seed=0, do_sample=False, use_cache=False)
@@ -205,7 +205,7 @@ def test_cached_generation_equals_uncached(model, tok):
 
 
 def test_left_padded_batch_equals_single_prompts_and_a_manual_greedy_loop(model, tok):
-    p = EvalParams(max_new_tokens=6, batch_size=4)
+    p = EvalParams(max_new_tokens=6, generation_batch_size=4)
     rendered = [render_prompt(tok, q, SYSTEM, False) for q in PROMPTS]
     assert len({len(tok(r)["input_ids"]) for r in rendered}) == 3  # the batch really is padded
     batched = generate(model, tok, rendered, p, seed=0, do_sample=False)
@@ -227,7 +227,7 @@ def test_left_padded_batch_equals_single_prompts_and_a_manual_greedy_loop(model,
 
 
 def test_sampling_is_seeded(model, tok):
-    p = EvalParams(max_new_tokens=6, batch_size=4, temperature=1.0, top_p=1.0)
+    p = EvalParams(max_new_tokens=6, generation_batch_size=4, temperature=1.0, top_p=1.0)
     rendered = [render_prompt(tok, q, SYSTEM, False) for q in PROMPTS[:2]]
     first = generate(model, tok, rendered, p, seed=3, num_return_sequences=2)
     again = generate(model, tok, rendered, p, seed=3, num_return_sequences=2)
@@ -287,13 +287,20 @@ def test_semantic_entropy_extremes_on_the_model(model, tok, minilm):
     prompts = [{"id": f"p{i}", "prompt": q} for i, q in enumerate(PROMPTS)]
     exact = embedding_clusterer(1.0 - 1e-6, minilm)
     # near-zero temperature: every sample is the greedy answer -> one cluster, entropy 0
-    cold = EvalParams(se_samples=3, se_prompts=2, max_new_tokens=5, temperature=1e-4, top_p=1.0, batch_size=6)
+    cold = EvalParams(se_samples=3, se_prompts=2, max_new_tokens=5, temperature=1e-4, top_p=1.0,
+                      generation_batch_size=6)
     summary, rows = semantic_entropy(model, tok, prompts, cold, seed=1, system=SYSTEM, clusterer=exact)
     assert summary == {"discrete": 0.0, "weighted": 0.0, "clustering": "embedding", "prompts": 2, "samples": 3}
     assert [r["id"] for r in rows] == ["p0", "p1"] and all(len(r["samples"]) == 3 for r in rows)
     # hot sampling over a random model's vocabulary: all answers differ -> log M
     hot = cold.model_copy(update={"temperature": 5.0})
-    summary, rows = semantic_entropy(model, tok, prompts, hot, seed=1, system=SYSTEM, clusterer=exact)
+    calls = []
+    model.generate = lambda *a, **k: calls.append(k["input_ids"].shape) or type(model).generate(model, *a, **k)
+    try:
+        summary, rows = semantic_entropy(model, tok, prompts, hot, seed=1, system=SYSTEM, clusterer=exact)
+    finally:
+        del model.generate
+    assert [shape[0] for shape in calls] == [2]  # both prompts' 3 samples in one call: 6 = generation_batch_size
     assert summary["discrete"] == pytest.approx(math.log(3))
     for row in rows:
         assert [s["cluster"] for s in row["samples"]] == [0, 1, 2]

@@ -353,3 +353,30 @@ def test_a_killed_training_resumes_from_its_last_checkpoint(project, trained):
     expected = curve(uninterrupted_dir / "plots" / "metrics" / "loss.tsv")
     assert [v for _, v in resumed_curve] == pytest.approx([v for _, v in expected], abs=1e-5)
     assert not ck.exists()
+
+
+def test_the_embedded_pretrained_base_trains_through_the_stage_code(smollm2_dir, tmp_path):
+    """The real model path in CI: SmolLM2 (Llama, tied embeddings, its own template with generation markers) trains
+    a LoRA adapter on assistant tokens only, and the saved variant reloads to the trained model's logits."""
+    root = tmp_path / "project"
+    (root / "models").mkdir(parents=True)
+    (root / "models" / "base").symlink_to(smollm2_dir)
+    plan = {"type": "original", "layers_before": 30, "layers_after": 30, "operations": []}
+    save_plan(plan_path("lora", root / "models" / "plans"), plan)
+    rng = random.Random(3)
+    write_jsonl(root / "data" / "processed" / "train.jsonl", chat_rows(8, rng))
+    write_jsonl(root / "data" / "processed" / "validation.jsonl", chat_rows(2, rng))
+    params = parse_params({
+        "variants": {"lora": {"method": "lora", "epochs": 1, "lr": 1e-3, "r": 4, "alpha": 8}},
+        "train": {"max_length": 96, "batch_size": 4, "eval_steps": 1, "warmup_ratio": 0.0,
+                  "assistant_only_loss": True},
+    })
+    out = root / "models" / "variants" / "lora"
+    run = train_variant("lora", params, out, root / "metrics", root / "ck", base_dir=root / "models" / "base",
+                        plans_dir=root / "models" / "plans", data_dir=root / "data" / "processed")
+    assert run["trained"] and run["steps"] == 2 and run["layers"] == 30 and run["backend"] == "transformers"
+    eval_curve = curve(root / "metrics" / "plots" / "metrics" / "eval" / "loss.tsv")
+    assert eval_curve[-1][1] < eval_curve[0][1] < 4.0  # a pretrained model: far below ln(49152) = 10.8 from the start
+    model, tokenizer = load_variant(out, merge=True)
+    assert model.config.model_type == "llama" and model.config.tie_word_embeddings
+    assert tokenizer.chat_template == (smollm2_dir / "chat_template.jinja").read_text()
