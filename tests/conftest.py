@@ -10,7 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.faults import LEDGER, Ledger
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Ledger:
+    """The fault suite's ledger (tests/faults.py)."""
+    return LEDGER
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if LEDGER.outcomes:
+        terminalreporter.write_line(LEDGER.summary())
 
 
 def run_in(cmd: list[str], cwd: Path) -> str:
