@@ -8,8 +8,10 @@ its test unless the fault was survived with nothing lost; the totals are printed
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -39,3 +41,41 @@ class Ledger:
 
 
 LEDGER = Ledger()
+
+
+def snapshot(root: Path, outputs: list[str]) -> dict[str, bytes]:
+    """The files of each output (a file, or a folder's files by relative path) under `root`."""
+    files = {}
+    for out in outputs:
+        path = root / out
+        if path.is_file():
+            files[out] = path.read_bytes()
+        elif path.is_dir():
+            files |= {f"{out}/{f.relative_to(path)}": f.read_bytes() for f in sorted(path.rglob("*")) if f.is_file()}
+    return files
+
+
+def whole_or_absent(root: Path, outputs: list[str], reference: dict[str, bytes]) -> list[str]:
+    """What of `outputs` is visible but differs from the finished run's `reference`: [] when each output is
+    either absent or exactly as a finished run leaves it."""
+    seen = snapshot(root, outputs)
+    bad = []
+    for out in outputs:
+        mine = {k: v for k, v in seen.items() if k == out or k.startswith(out + "/")}
+        theirs = {k: v for k, v in reference.items() if k == out or k.startswith(out + "/")}
+        if mine and mine != theirs:
+            bad.append(out)
+    return bad
+
+
+def watch(root: Path, outputs: list[str], reference: dict[str, bytes], seconds: float) -> set[str]:
+    """Look at the outputs again and again for `seconds`: the outputs ever seen half-written."""
+    bad: set[str] = set()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            bad |= set(whole_or_absent(root, outputs, reference))
+        except FileNotFoundError:  # a folder swapped while it was read: look again
+            pass
+        time.sleep(0.002)
+    return bad
