@@ -66,6 +66,7 @@ class FilterParams(Strict):
     timeout_s: float = Field(60.0, gt=0)
     min_keep_ratio: float = Field(0.5, gt=0, le=1)  # faithfulness: an answer keeping less is not used
     cache_dir: str = ".cache/llm_filter"
+    max_fallback_share: float = Field(0.25, ge=0, le=1)  # more chunks falling back than this fails the stage
 
 
 class SplitParams(Strict):

@@ -79,3 +79,17 @@ def watch(root: Path, outputs: list[str], reference: dict[str, bytes], seconds: 
             pass
         time.sleep(0.002)
     return bad
+
+
+# Secrets a careless stage could write out (a traceback with its environment, a logged request): every stage the
+# fault suite runs gets them, and every file it leaves is searched for them.
+SECRETS = {"OPENAI_API_KEY": "sk-fault-suite-7d1c9e-NEVER-WRITE-ME",
+           "AWS_SECRET_ACCESS_KEY": "aws-fault-suite-3b8f20-NEVER-WRITE-ME",
+           "HF_TOKEN": "hf_faultsuite5a6e71NEVERWRITEME"}
+
+
+def files_with_secrets(*roots: Path) -> list[str]:
+    """Every file under `roots` holding one of SECRETS (as text or bytes)."""
+    needles = [v.encode() for v in SECRETS.values()]
+    return [str(f) for root in roots for f in sorted(root.rglob("*"))
+            if f.is_file() and any(n in f.read_bytes() for n in needles)]
