@@ -89,8 +89,10 @@ def _remove_stale(out_dir: Path) -> None:
 
 
 @contextmanager
-def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside `out_dir`; if the block succeeds it replaces `out_dir` whole.
+def atomic_dir(out_dir: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temp folder beside `out_dir`, empty but for copies of the files named in `keep` that `out_dir`
+    holds (files the stage does not write: the .gitignore DVC keeps in a metrics folder); if the block succeeds
+    it replaces `out_dir` whole.
 
     The swap is one atomic exchange where the system has one (Linux): a reader, or a kill at any moment, sees
     the old folder or the new one, never a mix and never none."""
@@ -100,6 +102,9 @@ def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     tmp.chmod(0o755)
     try:
+        for name in keep:
+            if (out_dir / name).is_file():
+                shutil.copy2(out_dir / name, tmp / name)
         yield tmp
         if not out_dir.exists():
             tmp.rename(out_dir)
