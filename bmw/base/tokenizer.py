@@ -57,8 +57,8 @@ def load_tokenizer(base: BaseModelParams) -> PreTrainedTokenizerBase:
     if base.name == "tiny":
         return load_tiny_tokenizer()
     if Path(base.name).is_dir():
-        return AutoTokenizer.from_pretrained(base.name, local_files_only=True)
+        return AutoTokenizer.from_pretrained(base.name, local_files_only=True, trust_remote_code=False)
     from huggingface_hub import snapshot_download
 
     path = snapshot_download(base.name, revision=base.revision, allow_patterns=TOKENIZER_FILES)
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)

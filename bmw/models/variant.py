@@ -62,9 +62,10 @@ def load_variant(
     request."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True, trust_remote_code=False)
     if manifest["format"] == "full":
-        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=manifest["base"]["dtype"], local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=manifest["base"]["dtype"], local_files_only=True,
+                                                     trust_remote_code=False)
     else:
         base, _ = load_base(Path(base_dir or manifest["base"]["path"]), manifest["base"]["dtype"])
         plan = load_plan(out_dir / PLAN)
