@@ -21,8 +21,12 @@ def ledger() -> Ledger:
     return LEDGER
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def pytest_terminal_summary(terminalreporter, config) -> None:
     if LEDGER.outcomes:
+        if config.option.verbose > 0:  # -v: one line per fault
+            for o in LEDGER.outcomes:
+                terminalreporter.write_line(f"  {o.area}: {o.fault}: {'survived' if o.survived else 'NOT SURVIVED'}"
+                                            f", {o.lost} lost")
         terminalreporter.write_line(LEDGER.summary())
 
 

@@ -24,7 +24,7 @@ from bmw.clean.clean import clean_text
 from bmw.clean.documents import build_documents, clean_article
 from bmw.clean.pdf import Budget, extract_pdf
 from bmw.io import read_jsonl, sha256_bytes
-from tests.faults import snapshot, watch, whole_or_absent
+from tests.faults import SECRETS, files_with_secrets, snapshot, watch, whole_or_absent
 from tests.test_clean import GOOD as GOOD_ARTICLES
 from tests.test_clean import ROOMY, build_raw, site_pdf
 from tests.test_scrape import _ppid
@@ -114,7 +114,7 @@ def test_hostile_file_names_and_article_records(tmp_path, ledger):
 
 
 def _stage(cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **SECRETS, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "stages.clean"], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
 
@@ -170,8 +170,10 @@ def test_kill_9_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(projec
     rerun = _stage(work)
     assert rerun.wait(120) == 0, rerun.stderr.read().decode()[-3000:]
     leftovers = [p.name for p in (work / "data").iterdir() if p.name.startswith(".")]
-    ledger.check(AREA, f"kill -9 after {moment:.2f} s (seed {seed})", not seen_bad and not after_kill and not leftovers,
-                 lost=int(snapshot(work, OUTPUTS) != reference), detail=(finished, seen_bad, after_kill, leftovers))
+    leaks = files_with_secrets(work)
+    ledger.check(AREA, f"kill -9 after {moment:.2f} s (seed {seed})",
+                 not seen_bad and not after_kill and not leftovers and not leaks,
+                 lost=int(snapshot(work, OUTPUTS) != reference), detail=(finished, seen_bad, after_kill, leftovers, leaks))
 
 
 def _children(pid: int) -> list[int]:

@@ -9,7 +9,6 @@ import email.utils
 import gzip
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from bmw.scrape.journal import JOURNAL_NAME, Journal, read_journal
 from bmw.scrape.spider import PressSpider
 from mirror.content import POSITIONS
 from mirror.server import Fault, serve_site
+from tests.faults import SECRETS, files_with_secrets
 from tests.test_scrape import ARTICLES, LISTING, RUNNER, _ppid, _wait_gone, failures, served, tree
 
 AREA = "scrape"
@@ -233,20 +233,21 @@ def test_kill_9_at_a_random_moment_then_rerun_equals_an_uninterrupted_crawl(refe
     with serve_site(delay_s=0.05) as site:
         with log.open("wb") as f:
             runner = subprocess.Popen([sys.executable, "-c", RUNNER, str(out), PARAMS.model_dump_json(), site.url],
-                                      stdout=f, stderr=subprocess.STDOUT)
+                                      stdout=f, stderr=subprocess.STDOUT, env={**os.environ, **SECRETS})
         time.sleep(moment)
         crawler = _children(runner.pid)
         finished = runner.poll() is not None
-        os.kill(runner.pid, signal.SIGKILL)
+        runner.kill()  # SIGKILL (a no-op once it has finished)
         runner.wait()
         for pid in crawler:  # the crawl process stops once its runner is gone
             _wait_gone(pid, 20)
         whole = _visible_outputs_are_whole(out, reference)
         journaled = len(read_journal(out / JOURNAL_NAME))
         crawl(out, PARAMS, site.url)
+    leaks = files_with_secrets(tmp_path)
     ledger.check(AREA, f"kill -9 after {moment:.2f} s (seed {seed})",
-                 whole and not (out / JOURNAL_NAME).exists(), lost=int(tree(out) != tree(reference)),
-                 detail=(finished, journaled, log.read_text()[-2000:]))
+                 whole and not (out / JOURNAL_NAME).exists() and not leaks, lost=int(tree(out) != tree(reference)),
+                 detail=(finished, journaled, leaks, log.read_text()[-2000:]))
 
 
 def _children(pid: int) -> list[int]:
