@@ -2,8 +2,8 @@
 
 Every stage calls `load_params()` first: an unknown or malformed key fails with a message that names the
 key and, where the choices are fixed, the accepted values. What depends on the base model or the host (layer
-indices against the model's depth, float16 without a GPU) is checked by `check_for_model` before a stage loads
-a model (bmw.models.base.check_against_base).
+indices against the model's depth, float16 without a GPU) is checked by `check_for_model` and `check_host`
+before a stage loads a model (bmw.models.base.check_against_base).
 """
 
 from __future__ import annotations
@@ -300,12 +300,17 @@ def check_type_layers(model_type: ModelType, p: ModelParams, layers: int) -> Non
             )
 
 
-def check_for_model(params: Params, layers: int, cuda: bool) -> None:
-    """What the schema accepts but a base model `layers` deep, or this host (`cuda`: a GPU is visible), cannot
-    do: the layer settings of every type in use, float16 weights on a CPU. ParamsError naming the key."""
+def check_host(params: Params, cuda: bool) -> None:
+    """What the schema accepts but this host (`cuda`: a GPU is visible) cannot run; ParamsError naming the key."""
     if params.base.dtype == "float16" and not cuda:
         raise ParamsError("base.dtype: float16 needs a CUDA GPU, and this host has none: on a CPU its matmuls are "
                           "slow or missing and its range overflows; use float32 (or bfloat16)")
+
+
+def check_for_model(params: Params, layers: int, cuda: bool) -> None:
+    """What the schema accepts but a base model `layers` deep, or this host, cannot do: the layer settings of
+    every type in use, float16 weights on a CPU. ParamsError naming the key."""
+    check_host(params, cuda)
     for model_type in params.types_in_use():
         check_type_layers(model_type, params.model, layers)
 

@@ -9,11 +9,12 @@ import argparse
 import logging
 from pathlib import Path
 
+import torch
+
 from bmw.eval.evaluate import evaluate_variant
 from bmw.eval.lm_eval_tasks import task_manager
 from bmw.io import atomic_dir
-from bmw.models.base import check_against_base
-from bmw.params import load_params
+from bmw.params import check_host, load_params
 
 DATA_DIR = Path("data/processed")
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
     params.variant(variant)  # an unknown variant fails here, naming the defined ones
-    check_against_base(params)  # before any model is loaded: layers, dtype, the base folder itself
+    check_host(params, torch.cuda.is_available())  # before any model is loaded (the plan is in the variant already)
     if params.eval.lm_eval_tasks:
         task_manager(tuple(params.eval.lm_eval_tasks), params.eval.lm_eval_include)
     metrics_dir = Path("metrics/eval") / variant

@@ -174,7 +174,7 @@ SEMANTIC = [
                    "model": {"dropped": {"layers": [36]}}}, "model.dropped.layers: [36] out of range"),  # pinned type
     ("train", ("lora",), {"base": {"dtype": "float16"}}, "base.dtype: float16 needs a CUDA GPU"),
     ("train", ("lora",), {"variants": {"lora": {"epochs": 1e-9}}}, "variants.lora.epochs: 1e-09 epochs of 16"),
-    ("eval", ("lora",), {"model": {"type": "dropped", "dropped": {"layers": [99]}}}, "model.dropped.layers"),
+    ("eval", ("lora",), {"base": {"dtype": "float16"}}, "base.dtype: float16 needs a CUDA GPU"),
     pytest.param("eval", ("lora",), {"eval": {"lm_eval_tasks": ["bmw_local_mc", "no_such_task"],
                                               "lm_eval_include": str(ROOT / "tests" / "fixtures" / "lm_eval")}},
                  "eval.lm_eval_tasks: unknown lm-evaluation-harness task(s): no_such_task",
