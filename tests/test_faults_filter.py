@@ -21,11 +21,16 @@ from bmw.filter.filter import FallbackShareError, filter_documents
 from bmw.io import write_jsonl
 from tests.faults import SECRETS, files_with_secrets, snapshot, watch, whole_or_absent
 from tests.llm_server import LLMServer
-from tests.test_filter import HEADER, doc, key, params, prose  # noqa: F401 (key: a fixture)
+from tests.test_filter import HEADER, KEY, KEY_ENV, doc, params, prose
 
 ROOT = Path(__file__).resolve().parents[1]
 AREA = "filter"
 OUTPUTS = ["data/filtered", "metrics/filter.json"]
+
+
+@pytest.fixture
+def key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
 
 # marker: (behaviours of its requests, expected filter status, expected reason or None)
 ENDPOINT = {

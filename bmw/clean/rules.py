@@ -2,10 +2,11 @@
 
 Lines are whitespace-normalised; an empty line is a paragraph gap. Every rule matches one whole line
 (`fullmatch`; no DOTALL, no MULTILINE). Page rules remove running headers and footers page by page; the
-other rules run over the pages stitched into one document. A block rule removes a paragraph that starts with
-its start line, or - for a heading standing alone - the one paragraph after it: never more, so no rule can run
-on to the end of a page. A card rule removes one paragraph whose lines all look like a contact card. Each
-removed line is counted once, for the first rule that removes it.
+other rules run over the pages stitched into one document. A block rule removes from its start line - the
+first line of a paragraph or of a page - to the end of that paragraph, or - for a heading standing alone - the
+one paragraph after it: never more, so no rule can run on to the end of a page. A card rule removes one
+paragraph whose lines all look like a contact card. Each removed line is counted once, for the first rule that
+removes it.
 
 A pattern alone would also match ordinary prose ("Subject of the agreement is ...", "The figures for the first
 half show that CO2 emissions fell ...", a sentence ending in "www.bmwgroup.com."), so each rule is anchored
@@ -141,7 +142,8 @@ LINE_RULES: tuple[LineRule, ...] = (
         rf"\s*(?:\([^)]*\)\s*)?(?:combined|weighted|kombiniert|gewichtet|WLTP|NEDC|NEFZ)\b.*",
         flags=NOCASE)),
 )
-FURNITURE = (*PAGE_RULES, *LINE_RULES[:3])  # what a header or footer block is made of
+# what a header or footer block is made of
+FURNITURE = (*PAGE_RULES, *(r for r in LINE_RULES if r.name in ("phone", "email", "url")))
 
 RULE_NAMES: tuple[str, ...] = tuple(sorted({r.name for r in (*PAGE_RULES, *BLOCK_RULES, *CARD_RULES, *LINE_RULES)}))
 
