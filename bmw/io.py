@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -37,24 +41,81 @@ def atomic_open(path: str | Path, mode: str = "w") -> Iterator[Any]:
 
 
 @contextmanager
-def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yield an empty temp folder beside `out_dir`; if the block succeeds it replaces `out_dir` whole."""
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path` for the block to write by any means; moved onto `path` only if the block succeeds.
+
+    Nested with `atomic_dir` and other `atomic_file`s, a stage's outputs are all computed before the first of them
+    is installed, and then installed one right after the other."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+@functools.cache
+def _renameat2() -> Any:
+    return getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):  # this file system cannot
+        return False
+    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), str(a), None, str(b))
+
+
+def _remove_stale(out_dir: Path) -> None:
+    """Temp folders of earlier writes of `out_dir` that a kill interrupted (a model's can be gigabytes)."""
+    name = re.compile(rf"\.{re.escape(out_dir.name)}\.[a-z0-9_]{{8}}\.(?:tmp|old)")  # as mkdtemp names them
+    for stale in out_dir.parent.iterdir():
+        if name.fullmatch(stale.name) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(out_dir: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield a temp folder beside `out_dir`, empty but for copies of the files named in `keep` that `out_dir`
+    holds (files the stage does not write: the .gitignore DVC keeps in a metrics folder); if the block succeeds
+    it replaces `out_dir` whole.
+
+    The swap is one atomic exchange where the system has one (Linux): a reader, or a kill at any moment, sees
+    the old folder or the new one, never a mix and never none."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out_dir)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
     tmp.chmod(0o755)
     try:
+        for name in keep:
+            if (out_dir / name).is_file():
+                shutil.copy2(out_dir / name, tmp / name)
         yield tmp
-        if out_dir.exists():
+        if not out_dir.exists():
+            tmp.rename(out_dir)
+        elif not _exchange(tmp, out_dir):
             # a folder cannot be os.replace'd onto a non-empty one: move the old one aside first
             old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
             out_dir.rename(old / "x")
             tmp.rename(out_dir)
             shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # the unfinished folder, or the old one after an exchange
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict], sort_key: str | tuple[str, ...] | None = None) -> int:

@@ -1,7 +1,9 @@
 """The one typed schema of `params.yaml`.
 
 Every stage calls `load_params()` first: an unknown or malformed key fails with a message that names the
-key and, where the choices are fixed, the accepted values.
+key and, where the choices are fixed, the accepted values. What depends on the base model or the host (layer
+indices against the model's depth, float16 without a GPU) is checked by `check_for_model` and `check_host`
+before a stage loads a model (bmw.models.base.check_against_base).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -41,8 +44,16 @@ class ScrapeParams(Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if v != "bundled" and not v.startswith(("http://", "https://")):
+        if v != "bundled" and not _is_http_url(v):
             raise ValueError("must be 'bundled' or an http(s) URL of the press site")
+        return v
+
+    @field_validator("max_pdf_mb")
+    @classmethod
+    def _max_pdf_mb(cls, v: float) -> float:
+        # in bytes it must stay a limit: Scrapy reads a download maxsize of 0 as "no limit"
+        if int(v * 1024 * 1024) < 1024:
+            raise ValueError(f"{v} MB is below 1 KiB: no PDF fits (and 0 bytes would mean no limit at all)")
         return v
 
 
@@ -58,7 +69,7 @@ class FilterParams(Strict):
     enabled: bool = False
     base_url: str = "http://127.0.0.1:8000/v1"
     model: str = "openai/gpt-oss-120b"
-    api_key_env: str = "OPENAI_API_KEY"  # the name of the variable; the key itself is never written
+    api_key_env: str = Field("OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # the variable's name, never the key
     prompt_version: int = Field(1, ge=1)
     chunk_chars: int = Field(6000, ge=500)
     concurrency: int = Field(4, ge=1)
@@ -66,10 +77,18 @@ class FilterParams(Strict):
     timeout_s: float = Field(60.0, gt=0)
     min_keep_ratio: float = Field(0.5, gt=0, le=1)  # faithfulness: an answer keeping less is not used
     cache_dir: str = ".cache/llm_filter"
+    max_fallback_share: float = Field(0.25, ge=0, le=1)  # more chunks falling back than this fails the stage
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not _is_http_url(v):
+            raise ValueError("must be the http(s) URL of an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1")
+        return v
 
 
 class SplitParams(Strict):
-    validation: float = Field(0.1, ge=0, lt=1)
+    validation: float = Field(0.1, gt=0, lt=1)  # training picks its best checkpoint on the validation split
     test: float = Field(0.1, gt=0, lt=1)
 
     @model_validator(mode="after")
@@ -102,6 +121,15 @@ class DroppedParams(Strict):
     layers: Union[list[int], Literal["auto"]] = [16]
     count: int = Field(1, ge=1)  # with layers: auto, how many lowest-influence layers to drop
 
+    @field_validator("layers")
+    @classmethod
+    def _layers(cls, v: list[int] | str) -> list[int] | str:
+        if isinstance(v, list) and not v:
+            raise ValueError("names no layer: list the layers to drop, or say 'auto'")
+        if isinstance(v, list) and min(v) < 0:
+            raise ValueError(f"{min(v)} is no layer index (they count from 0)")
+        return v
+
 
 class PrunedParams(Strict):
     keep: int = Field(24, ge=1)
@@ -121,8 +149,17 @@ class LacoParams(Strict):
     scope: Literal["linear", "all"] = "linear"
     calibration_docs: int = Field(16, ge=1)
 
+    @field_validator("max_compression")
+    @classmethod
+    def _max_compression(cls, v: float) -> float:
+        if v > MAX_LACO_COMPRESSION:
+            raise ValueError(f"{v} would let LaCo collapse nearly every layer; at most {MAX_LACO_COMPRESSION} "
+                             "(the paper keeps quality up to about half)")
+        return v
+
 
 ModelType = Literal["original", "dropped", "pruned", "laco"]
+MAX_LACO_COMPRESSION = 0.75
 
 
 class ModelParams(Strict):
@@ -189,16 +226,15 @@ class EvalParams(Strict):
 
 
 class Params(Strict):
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's seeds are unsigned 32-bit
     scrape: ScrapeParams = ScrapeParams()
     clean: CleanParams = CleanParams()
     filter: FilterParams = FilterParams()
     format: FormatParams = FormatParams()
     base: BaseModelParams = BaseModelParams()
     model: ModelParams = ModelParams()
-    variants: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], VariantParams] = {
-        "baseline": VariantParams(method="none")
-    }
+    variants: Annotated[dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], VariantParams],
+                        Field(min_length=1)] = {"baseline": VariantParams(method="none")}
     train: TrainParams = TrainParams()
     eval: EvalParams = EvalParams()
 
@@ -209,6 +245,10 @@ class Params(Strict):
 
     def variant_type(self, name: str) -> ModelType:
         return self.variant(name).type or self.model.type
+
+    def types_in_use(self) -> list[ModelType]:
+        """model.type and every type a variant pins: the architectures the prune stage plans."""
+        return sorted({self.model.type} | {self.variant_type(name) for name in self.variants})
 
 
 class ParamsError(ValueError):
@@ -228,6 +268,58 @@ def parse_params(data: dict | None, source: str = "params.yaml") -> Params:
     except ValidationError as e:
         lines = "\n  ".join(_describe(err) for err in e.errors())
         raise ParamsError(f"{source} is invalid:\n  {lines}") from None
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in value
+
+
+def check_type_layers(model_type: ModelType, p: ModelParams, layers: int) -> None:
+    """The layer settings of `model_type` against a model `layers` deep; ParamsError naming the key."""
+    if model_type == "dropped":
+        d = p.dropped
+        if d.layers == "auto":
+            if d.count >= layers:
+                raise ParamsError(f"model.dropped.count: {d.count} would drop all {layers} layers")
+        else:
+            bad = [i for i in d.layers if not 0 <= i < layers]
+            if bad:
+                raise ParamsError(f"model.dropped.layers: {bad} out of range 0..{layers - 1}")
+            if len(set(d.layers)) != len(d.layers):
+                raise ParamsError(f"model.dropped.layers: {d.layers} has duplicates")
+            if len(d.layers) >= layers:
+                raise ParamsError(f"model.dropped.layers: would drop all {layers} layers")
+    elif model_type == "pruned":
+        if p.pruned.keep > layers:
+            raise ParamsError(f"model.pruned.keep: {p.pruned.keep} exceeds the model's {layers} layers")
+    elif model_type == "laco":
+        c = p.laco
+        if c.C > layers:
+            raise ParamsError(f"model.laco.C: merges of {c.C} layers do not fit in the model's {layers}")
+        if c.H > layers:
+            raise ParamsError(f"model.laco.H: {c.H} exceeds the model's {layers} layers")
+        if c.L > c.H - c.C:
+            raise ParamsError(f"model.laco.L: {c.L} is above H - C = {c.H - c.C}: no merge can be tried")
+        if int(c.max_compression * layers) < c.C - 1:
+            raise ParamsError(
+                f"model.laco.max_compression: {c.max_compression} of {layers} layers allows no merge of C={c.C}"
+            )
+
+
+def check_host(params: Params, cuda: bool) -> None:
+    """What the schema accepts but this host (`cuda`: a GPU is visible) cannot run; ParamsError naming the key."""
+    if params.base.dtype == "float16" and not cuda:
+        raise ParamsError("base.dtype: float16 needs a CUDA GPU, and this host has none: on a CPU its matmuls are "
+                          "slow or missing and its range overflows; use float32 (or bfloat16)")
+
+
+def check_for_model(params: Params, layers: int, cuda: bool) -> None:
+    """What the schema accepts but a base model `layers` deep, or this host, cannot do: the layer settings of
+    every type in use, float16 weights on a CPU. ParamsError naming the key."""
+    check_host(params, cuda)
+    for model_type in params.types_in_use():
+        check_type_layers(model_type, params.model, layers)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

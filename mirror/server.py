@@ -10,11 +10,13 @@ import collections
 import json
 import logging
 import threading
+import time
 from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Union
 
 from mirror import SITE_DIR
 
@@ -22,10 +24,27 @@ log = logging.getLogger(__name__)
 TIMEOUT_HOLD_S = 120.0  # a "timeout" fault holds the request this long (or until shutdown): past any client timeout
 
 
+@dataclass(frozen=True)
+class Fault:
+    """One scripted response: `status`, `body` (None: the route's own, or a short text for a status without one),
+    `content_type` (None: the route's), extra `headers`; `cut` sends only that many bytes of the declared body and
+    closes the connection; `length: False` sends no Content-Length (the body ends when the connection closes)."""
+
+    status: int = 200
+    body: bytes | None = None
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    cut: int | None = None
+    length: bool = True
+
+
+FaultSpec = Union[int, str, Fault]  # an HTTP status, "timeout", or a Fault
+
+
 class MirrorServer:
     """A running mirror: `url` is "http://127.0.0.1:<port>", `hits` counts requests per path (with query)."""
 
-    def __init__(self, site_dir: Path | None = None, faults: dict[str, list[int | str]] | None = None,
+    def __init__(self, site_dir: Path | None = None, faults: dict[str, list[FaultSpec]] | None = None,
                  delay_s: float = 0.0, port: int = 0) -> None:
         site_dir = Path(site_dir) if site_dir is not None else SITE_DIR
         routes_file = site_dir / "routes.json"
@@ -42,6 +61,7 @@ class MirrorServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.hits: collections.Counter[str] = collections.Counter()
+        self.requests: list[tuple[float, str]] = []  # (time.monotonic(), path) of every request, in order
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -63,6 +83,7 @@ class MirrorServer:
         path = handler.path
         with self._lock:
             self.hits[path] += 1
+            self.requests.append((time.monotonic(), path))
             queue = self._faults.get(path)
             fault = queue.popleft() if queue else None
         if self._delay_s and self._stopping.wait(self._delay_s):
@@ -71,16 +92,23 @@ class MirrorServer:
             self._stopping.wait(TIMEOUT_HOLD_S)
             handler.close_connection = True
             return
-        if fault is not None:
-            status, ctype, body = int(fault), "text/plain; charset=utf-8", f"injected fault {fault}\n".encode()
-        else:
-            status, ctype, body = self._pages.get(path, (404, "text/plain; charset=utf-8", b"not found\n"))
-        handler.send_response(status)
+        status, ctype, body = self._pages.get(path, (404, "text/plain; charset=utf-8", b"not found\n"))
+        fault = Fault(fault) if isinstance(fault, int) else fault or Fault(status)
+        if fault.status != status and fault.body is None:
+            body, ctype = f"injected fault {fault.status}\n".encode(), "text/plain; charset=utf-8"
+        body, ctype = fault.body if fault.body is not None else body, fault.content_type or ctype
+        handler.send_response(fault.status)
         handler.send_header("Content-Type", ctype)
-        handler.send_header("Content-Length", str(len(body)))
+        if fault.length:
+            handler.send_header("Content-Length", str(len(body)))
+        for name, value in fault.headers.items():
+            handler.send_header(name, value)
+        if fault.cut is not None or not fault.length:
+            handler.send_header("Connection", "close")
+            handler.close_connection = True
         handler.end_headers()
         if not head_only:
-            handler.wfile.write(body)
+            handler.wfile.write(body if fault.cut is None else body[: fault.cut])
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -100,14 +128,15 @@ class MirrorServer:
         return Handler
 
 
-def _check_fault(path: str, fault: int | str) -> int | str:
-    if fault == "timeout" or (isinstance(fault, int) and not isinstance(fault, bool) and 100 <= fault <= 599):
+def _check_fault(path: str, fault: FaultSpec) -> FaultSpec:
+    status = fault.status if isinstance(fault, Fault) else fault
+    if fault == "timeout" or (isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 599):
         return fault
-    raise ValueError(f"faults[{path!r}]: {fault!r} is neither an HTTP status (100-599) nor 'timeout'")
+    raise ValueError(f"faults[{path!r}]: {fault!r} is neither an HTTP status (100-599), 'timeout' nor a Fault")
 
 
 @contextmanager
-def serve_site(site_dir: Path | None = None, faults: dict[str, list[int | str]] | None = None,
+def serve_site(site_dir: Path | None = None, faults: dict[str, list[FaultSpec]] | None = None,
                delay_s: float = 0.0) -> Iterator[MirrorServer]:
     """Serve the mirror on 127.0.0.1 (ephemeral port) for the duration of the block."""
     server = MirrorServer(site_dir, faults, delay_s).start()

@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 from bmw.clean.documents import build_documents, summarize
-from bmw.io import read_jsonl, write_json, write_jsonl
+from bmw.io import atomic_dir, atomic_file, read_jsonl, write_json, write_jsonl
 from bmw.params import load_params
 
 RAW = Path("data/raw")
@@ -26,10 +26,11 @@ def main() -> None:
         raise SystemExit(f"{source} is missing: run the scrape stage first")
     articles = read_jsonl(source)
     documents, rejects = build_documents(articles, RAW, params.clean)
-    write_jsonl(OUT / "documents.jsonl", documents, sort_key="id")
-    write_jsonl(OUT / "rejects.jsonl", rejects, sort_key=("id", "file"))
     metrics = summarize(articles, documents, rejects)
-    write_json(METRICS, metrics)
+    with atomic_dir(OUT) as out, atomic_file(METRICS) as metrics_file:  # installed together, once all is written
+        write_jsonl(out / "documents.jsonl", documents, sort_key="id")
+        write_jsonl(out / "rejects.jsonl", rejects, sort_key=("id", "file"))
+        write_json(metrics_file, metrics)
     logging.getLogger("stages.clean").info(
         "%d documents (%s), removed %.1f%% of the characters; rejects: %s", metrics["documents"],
         metrics["sources"], 100 * metrics["removed_share"], metrics["reject_reasons"])

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bmw.filter.filter import filter_documents
-from bmw.io import read_jsonl, write_json, write_jsonl
+from bmw.filter.filter import FallbackShareError, filter_documents
+from bmw.io import atomic_dir, atomic_file, read_jsonl, write_json, write_jsonl
 from bmw.params import load_params
 
 SOURCE = Path("data/clean/documents.jsonl")
@@ -24,11 +24,15 @@ def main() -> None:
     params = load_params()
     if not SOURCE.exists():
         raise SystemExit(f"{SOURCE} is missing: run the clean stage first")
-    run = filter_documents(read_jsonl(SOURCE), params.filter)
-    write_jsonl(OUT / "documents.jsonl", run.documents)
-    write_jsonl(OUT / "rejected.jsonl", run.rejected)
-    write_json(OUT / "summary.json", run.summary)
-    write_json(METRICS, run.metrics)
+    try:
+        run = filter_documents(read_jsonl(SOURCE), params.filter)
+    except FallbackShareError as e:
+        raise SystemExit(str(e)) from None
+    with atomic_dir(OUT) as out, atomic_file(METRICS) as metrics:  # installed together, once all is written
+        write_jsonl(out / "documents.jsonl", run.documents)
+        write_jsonl(out / "rejected.jsonl", run.rejected)
+        write_json(out / "summary.json", run.summary)
+        write_json(metrics, run.metrics)
     logging.getLogger("stages.filter").info(
         "%d documents in, %d out (%d kept, %d fallback, %d rejected, %d not filtered)",
         run.summary["documents_in"], run.summary["documents_out"], run.summary["kept"],

@@ -12,7 +12,7 @@ from pathlib import Path
 from bmw.format import dataset
 from bmw.format.card import render_card
 from bmw.format.stats import dataset_stats, histogram_png, metrics, token_counts
-from bmw.io import atomic_open, read_jsonl, write_bytes, write_json
+from bmw.io import atomic_dir, atomic_file, atomic_open, read_jsonl, write_bytes, write_json
 from bmw.models.base import BASE_DIR, load_base_tokenizer
 from bmw.params import load_params
 
@@ -36,20 +36,20 @@ def main() -> None:
     docs = read_jsonl(DOCUMENTS)
     log.info("formatting %d documents in style %s", len(docs), params.format.style)
     data = dataset.build(docs, params.format, params.seed)
-    dataset.write(data, OUT)
-
     tokenizer = load_base_tokenizer(BASE_DIR)  # token counts in the base model's own tokens
     tokens = {name: token_counts([d["text"] for d in split], tokenizer) for name, split in data.documents.items()}
     stats = dataset_stats(data, tokens)
-    write_json(OUT / "stats.json", stats)
-    write_json(METRICS, metrics(stats))
-    write_bytes(PLOT, histogram_png(tokens))
-
     crawl = _optional_json(CRAWL)
     card = render_card(stats, params.format, params.seed, plot=str(Path("../..") / PLOT),
                        source=crawl and crawl.get("source"), filtering=_optional_json(FILTER_SUMMARY))
-    with atomic_open(OUT / "README.md") as f:
-        f.write(card)
+    # installed together, once all is written
+    with atomic_dir(OUT) as out, atomic_file(METRICS) as metrics_file, atomic_file(PLOT) as plot:
+        dataset.write(data, out)
+        write_json(out / "stats.json", stats)
+        with atomic_open(out / "README.md") as f:
+            f.write(card)
+        write_json(metrics_file, metrics(stats))
+        write_bytes(plot, histogram_png(tokens))
     log.info("rows: %s; eval: %s", {k: v["rows"] for k, v in stats["splits"].items()}, metrics(stats)["eval"])
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from bmw.io import atomic_dir, write_json
-from bmw.models.base import BASE_DIR, load_base
+from bmw.io import atomic_dir, atomic_file, write_json
+from bmw.models.base import BASE_DIR, check_against_base, load_base
 from bmw.models.plan import PLANS_DIR, SUMMARY, plan_path, save_plan
 from bmw.params import load_params
 from bmw.prune.calibration import calibration_sequences
@@ -28,6 +28,7 @@ log = logging.getLogger("prune")
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
+    check_against_base(params, BASE_DIR)  # before the model is loaded: layer settings against its depth, dtype
     torch.manual_seed(params.seed)
     torch.use_deterministic_algorithms(True)
     model, tokenizer = load_base(BASE_DIR, params.base.dtype)
@@ -36,10 +37,12 @@ def main() -> None:
         TRAIN, tokenizer, p.laco.calibration_docs, p.calibration_tokens, model.config.max_position_embeddings
     )
     stats = layer_stats(model, sequences)
-    types = sorted({p.type} | {params.variant_type(name) for name in params.variants})
+    types = params.types_in_use()
     plans = {model_type: make_plan(model_type, p, model, stats, sequences) for model_type in types}
     by_type: dict = {}
-    with atomic_dir(PLANS_DIR) as tmp:
+    # installed together, once all is written
+    with atomic_dir(PLANS_DIR) as tmp, atomic_file("metrics/prune.json") as prune_metrics, \
+            atomic_file("metrics/layer_scores.json") as scores, atomic_file("plots/layer_scores.png") as plot:
         # one file per variant: train@<variant> depends on its own plan only, so a change of model.type re-runs the
         # variants that follow it and not those that pin a type
         for name in params.variants:
@@ -55,11 +58,11 @@ def main() -> None:
             }
             log.info("%s: %d -> %d layers", model_type, plan["layers_before"], plan["layers_after"])
         write_json(tmp / SUMMARY, by_type)
-    # the DVC metrics of model.type: what the architecture keeps (the sizes of every type are in the summary)
-    write_json("metrics/prune.json", by_type[p.type])
-    rows = layer_score_rows(stats.block_influence, stats.angular_distance(1))
-    write_json("metrics/layer_scores.json", rows)
-    plot_layer_scores(rows, "plots/layer_scores.png", f"Layer scores of {params.base.name} ({stats.tokens} tokens)")
+        # the DVC metrics of model.type: what the architecture keeps (the sizes of every type are in the summary)
+        write_json(prune_metrics, by_type[p.type])
+        rows = layer_score_rows(stats.block_influence, stats.angular_distance(1))
+        write_json(scores, rows)
+        plot_layer_scores(rows, plot, f"Layer scores of {params.base.name} ({stats.tokens} tokens)")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,24 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.faults import LEDGER, Ledger
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def ledger() -> Ledger:
+    """The fault suite's ledger (tests/faults.py)."""
+    return LEDGER
+
+
+def pytest_terminal_summary(terminalreporter, config) -> None:
+    if LEDGER.outcomes:
+        if config.option.verbose > 0:  # -v: one line per fault
+            for o in LEDGER.outcomes:
+                terminalreporter.write_line(f"  {o.area}: {o.fault}: {'survived' if o.survived else 'NOT SURVIVED'}"
+                                            f", {o.lost} lost")
+        terminalreporter.write_line(LEDGER.summary())
 
 
 def run_in(cmd: list[str], cwd: Path) -> str:

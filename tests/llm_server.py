@@ -4,7 +4,10 @@ Its "model" is deterministic code: it deletes boilerplate-looking lines and keep
 with no prose line. Each request can be scripted: `script(marker, [behaviour, ...])` makes the next requests
 whose chunk contains `marker` behave as listed, in order (then "ok"); markers keep it deterministic under
 concurrency. Behaviours: ok, fenced (valid JSON in a code fence behind prose), reject, 429, 500, 401, timeout,
-malformed, add_sentence, drop_most.
+malformed, add_sentence, drop_most (keeps the first sentence); bodies that are no chat completion: html (a
+200 text/html page), invalid_json, wrong_schema, bad_choices; drip (the whole response, one byte every
+`drip_s`), cut (the connection closed halfway through the body); rewrites: reorder (two sentences swapped),
+add_word, drop_across_line (a word deleted where the answer breaks its line).
 """
 
 from __future__ import annotations
@@ -38,9 +41,31 @@ def model_answer(chunk: str) -> dict:
     return {"decision": "keep", "text": "\n\n".join(paragraphs), "reason": "removed boilerplate lines"}
 
 
+def _sentences(text: str) -> list[str]:
+    return re.split(r"(?<=[.!?])\s+", text)
+
+
+def rewrite(text: str, behaviour: str) -> str:
+    """The answer text changed as `behaviour` says: each change is one an unfaithful model makes."""
+    first, *rest = text.split("\n\n")
+    words = first.split()
+    if behaviour == "drop_most":
+        return _sentences(first)[0]
+    if behaviour == "reorder":
+        one, two, *more = _sentences(first)
+        return "\n\n".join([" ".join([two, one, *more]), *rest])
+    if behaviour == "add_word":
+        return "\n\n".join([" ".join(words[:4] + ["not"] + words[4:]), *rest])
+    if behaviour == "drop_across_line":  # "... the" / "battery ..." with the word between the two lines gone
+        return "\n\n".join([" ".join(words[:6]) + "\n" + " ".join(words[7:]), *rest])
+    raise ValueError(behaviour)
+
+
 class LLMServer:
-    def __init__(self, timeout_sleep: float = 1.0) -> None:
+    def __init__(self, timeout_sleep: float = 1.0, drip_s: float = 0.05, delay_s: float = 0.0) -> None:
         self.timeout_sleep = timeout_sleep  # longer than the client's timeout in the tests
+        self.drip_s = drip_s
+        self.delay_s = delay_s  # before every answer: a run that takes long enough to be killed midway
         self.requests = 0
         self.bodies: list[dict] = []
         self.auth_headers: list[str] = []
@@ -85,18 +110,27 @@ class LLMServer:
             def log_message(self, *args) -> None:  # keep test output quiet
                 pass
 
-            def _send(self, status: int, body: dict, headers: dict[str, str] | None = None) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, body: dict | bytes, headers: dict[str, str] | None = None,
+                      content_type: str = "application/json", drip: bool = False, cut: bool = False) -> None:
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
                 try:
-                    self.wfile.write(data)
+                    if drip:  # within any read timeout, never done: only a deadline on the whole request ends it
+                        for i in range(len(data)):
+                            self.wfile.write(data[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(server.drip_s)
+                    else:
+                        self.wfile.write(data[: len(data) // 2] if cut else data)
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout behaviour)
                     pass
+                if cut:
+                    self.close_connection = True
 
             def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
                 self._send(status, {"error": {"message": message, "type": "test", "code": status}}, headers)
@@ -110,6 +144,7 @@ class LLMServer:
                     server.bodies.append(body)
                     server.auth_headers.append(self.headers.get("Authorization", ""))
                 behaviour = server._next_behaviour(chunk)
+                time.sleep(server.delay_s)
                 fast = {"retry-after-ms": "5"}  # server-directed backoff keeps the retry tests fast
                 if behaviour == "429":
                     return self._error(429, "rate limited", {"retry-after": "0.01"})
@@ -120,6 +155,14 @@ class LLMServer:
                     return self._error(401, f"Incorrect API key provided: {self.headers.get('Authorization')}")
                 if behaviour == "timeout":
                     time.sleep(server.timeout_sleep)
+                if behaviour == "html":
+                    return self._send(200, b"<html><body>Please log in</body></html>", content_type="text/html")
+                if behaviour == "invalid_json":
+                    return self._send(200, b'{"id": "chatcmpl-1", "choices": [{"mess')
+                if behaviour == "wrong_schema":
+                    return self._send(200, {"result": "ok", "data": [1, 2, 3]})
+                if behaviour == "bad_choices":
+                    return self._send(200, {"id": "x", "object": "chat.completion", "choices": [{"message": None}]})
                 answer = model_answer(chunk)
                 content = json.dumps(answer)
                 if behaviour == "fenced":
@@ -130,8 +173,8 @@ class LLMServer:
                     content = json.dumps({"decision": "reject", "text": "", "reason": "scripted reject"})
                 elif behaviour == "add_sentence":
                     content = json.dumps({**answer, "text": answer["text"] + " " + ADDED_SENTENCE})
-                elif behaviour == "drop_most":
-                    content = json.dumps({**answer, "text": answer["text"][: len(answer["text"]) // 10]})
+                elif behaviour in ("drop_most", "reorder", "add_word", "drop_across_line"):
+                    content = json.dumps({**answer, "text": rewrite(answer["text"], behaviour)})
                 self._send(200, {
                     "id": f"chatcmpl-{server.requests}",
                     "object": "chat.completion",
@@ -140,6 +183,6 @@ class LLMServer:
                     "choices": [{"index": 0, "finish_reason": "stop",
                                  "message": {"role": "assistant", "content": content}}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })
+                }, drip=behaviour == "drip", cut=behaviour == "cut")
 
         return Handler

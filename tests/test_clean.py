@@ -232,6 +232,87 @@ def test_a_block_runs_on_across_a_page_break_only_within_its_paragraph():
         "Body text that ends here.\n\nNext body paragraph stays.")
 
 
+# Ordinary press-release prose whose lines look like boilerplate to a pattern: a line opening "The figures for
+# ... CO2 emissions", a "fuel consumption combined" without a figure, "Subject of ..." at the top of a page,
+# a sentence ending in a web address, "The BMW Group" opening a sentence. Laid out as a press PDF: header
+# block on every page, page number at the foot.
+PROSE = [
+    [["Munich. The BMW Group and its partners have signed an agreement on the supply of",
+      "battery cells for the Neue Klasse. Production starts at the end of next year."],
+     ["Deliveries of fully electric vehicles rose by 35 percent in the first half year.",
+      "The figures for the first half also show that CO2 emissions of the new vehicle",
+      "fleet fell by twelve percent compared with the same period of last year."],
+     ["The tests delivered a clear result: fuel consumption combined fell by eight",
+      "percent compared with the predecessor."]],
+    [["Subject of the agreement is the supply of battery cells with a total capacity",
+      "of 20 gigawatt hours per year from the plant in Debrecen, Hungary."],
+     ["Further information on the Neue Klasse and its technologies is available at",
+      "www.bmwgroup.com/neue-klasse."],
+     ["The BMW Group will present further details at the Annual General Meeting."]],
+]
+PROSE_HEADER = ["BMW Group", "Corporate Communications", "Media Information", "Date 4 March 2026",
+                "Subject New battery cell plant in Debrecen", "Page {n}"]
+
+
+def render_release(pages: list[list[list[str]]], header: list[str] = PROSE_HEADER, footer: str = "{n}") -> bytes:
+    """A press PDF: an 8 pt header block, 11 pt body paragraphs (a gap between them), the page number below."""
+    pdf = FPDF(unit="mm", format="A4")
+    for n, paragraphs in enumerate(pages, 1):
+        pdf.add_page()
+        pdf.set_font("helvetica", size=8)
+        for i, line in enumerate(header):
+            pdf.text(20, 16 + 4.2 * i, line.format(n=n))
+        pdf.set_font("helvetica", size=11)
+        y = 50.0
+        for paragraph in paragraphs:
+            for line in paragraph:
+                pdf.text(20, y, line)
+                y += 5
+            y += 4
+        pdf.set_font("helvetica", size=9)
+        pdf.text(103, 285, footer.format(n=n))
+    return bytes(pdf.output())
+
+
+def test_ordinary_prose_laid_out_as_pdf_lines_comes_through_unchanged():
+    result = clean_text(extract_pdf(render_release(PROSE)).text)
+    assert result.text == "\n\n".join(" ".join(paragraph) for page in PROSE for paragraph in page)
+    assert result.stats.rules == {"company-boilerplate": 0, "contact": 0, "disclaimer": 0, "email": 0,
+                                  "header": 10, "page-number": 4, "phone": 0, "title": 0, "url": 0}
+
+
+def test_running_headers_naming_page_and_section_are_removed():
+    pages = [[["Munich. The first page introduces the new model and its key data for customers."]],
+             [["2 million vehicles have been built in the plant since it opened in 1994."]],
+             [["The third page closes the release with a look at the production plans."]]]
+    header = ["{n} The new BMW iX3 in detail"]
+    result = clean_text(extract_pdf(render_release(pages, header, footer="Technical data {n}")).text)
+    assert result.text == "\n\n".join(p[0][0] for p in pages)  # "2 million ..." is a sentence, not a header
+    assert result.stats.rules["header"] == 6
+
+
+def test_nul_and_control_characters_are_removed_and_ligatures_spelled_out():
+    result = clean_text("Munich.\x00 The ﬁrst car\x07 leaves the ﬂoor of\x1b the new plant.")
+    assert result.text == "Munich. The first car leaves the floor of the new plant."
+    assert 0 <= result.stats.removed_share < 1 and result.stats.chars_out == result.stats.chars_in
+
+
+def test_removed_share_is_never_negative():
+    """Ligatures grow from one character to two or three: counted before the expansion, the output was longer."""
+    result = clean_text("ﬃ ﬄ ﬁ ﬂ ﬀ " * 20)
+    assert result.stats.chars_out == result.stats.chars_in and result.stats.removed_share == 0.0
+
+
+@pytest.mark.parametrize("line, name", [
+    ("Fuel consumption combined fell by eight percent.", None),  # no figure with a unit: prose
+    ("The outcome: power consumption combined drops to a new low for the class.", None),
+    ("Fuel consumption combined: 5.4 l/100 km", "disclaimer"),
+    ("CO2 class combined: B", "disclaimer"),
+])
+def test_a_disclaimer_line_states_a_figure_with_its_unit(line, name):
+    assert next((r.name for r in LINE_RULES if r.pattern.fullmatch(line)), None) == name
+
+
 # --- paragraphs and hyphens ---------------------------------------------------------------------------------
 
 
@@ -250,8 +331,9 @@ def test_join_lines(left, right, joined):
 
 
 def test_paragraphs_are_rebuilt_from_lines_and_gaps():
-    lines = stitch([["First line of a", "paragraph that wraps.", "", "Second one", "runs on to the next"],
-                    ["page without a gap.", "", "Third."]])
+    lines, starts = stitch([["First line of a", "paragraph that wraps.", "", "Second one", "runs on to the next"],
+                            ["page without a gap.", "", "Third."]])
+    assert starts == [0, 5]
     assert reflow(lines) == ("First line of a paragraph that wraps.\n\n"
                              "Second one runs on to the next page without a gap.\n\nThird.")
 

@@ -79,7 +79,7 @@ def test_two_processes_train_a_variant_with_ddp(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "find_unused_parameters=True" not in proc.stderr
-    metrics = json.loads((tmp_path / "metrics" / "train" / "lora" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "metrics" / "train" / "lora" / "run.json").read_text())
     # 16 rows, 4 per process and step, 3 epochs: 6 steps on two processes (12 on one)
     assert (metrics["steps"], metrics["trained"], metrics["layers"]) == (6, True, 3)
     curve = (tmp_path / "metrics" / "train" / "lora" / "plots" / "metrics" / "loss.tsv").read_text()

@@ -44,8 +44,9 @@ def doc(doc_id: str, paragraphs: list[str]) -> dict:
 
 
 def params(server: LLMServer, tmp_path: Path, **overrides) -> FilterParams:
+    """Fallbacks are what most tests here provoke: none of them is too many (but see test_too_many_fallbacks...)."""
     values = dict(enabled=True, base_url=server.base_url, model="test-model", api_key_env=KEY_ENV, chunk_chars=500,
-                  concurrency=4, max_retries=2, timeout_s=2.0, cache_dir=str(tmp_path / "cache"))
+                  concurrency=4, max_retries=2, timeout_s=2.0, cache_dir=str(tmp_path / "cache"), max_fallback_share=1.0)
     return FilterParams(**{**values, **overrides})
 
 
@@ -92,6 +93,20 @@ def test_faithfulness_check():
     assert "repeats or reorders" in check_faithful(src, f"{m5} {m5} {hp}", 0.5)
     assert check_faithful(src, hp, 0.5) == "unfaithful: keeps 27% of the text, below filter.min_keep_ratio 50%"
     assert check_faithful(src, hp, 0.25) is None
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("The car is not\nfast. It is red.", None),  # a sentence wrapped anew
+    ("It is red.", None),  # a whole sentence deleted
+    ("The car is\nfast. It is red.", "drops words inside a sentence: 'The car is fast.'"),  # hidden at a line break
+    ("The car is not fast.\n\nred.", "drops words inside a sentence: 'red.'"),
+    ("The car is not fast. It is red", "adds or changes text: 'It is red'"),  # "red" is not "red."
+    ("The car is not fast. It is reddish.", "adds or changes text: 'It is reddish.'"),  # no word inside a word
+    ("It is red. The car is not fast.", "repeats or reorders text: 'The car is not fast.'"),
+])
+def test_faithfulness_compares_word_sequences_not_lines(answer, reason):
+    source = "Page 2\nThe car is not\nfast. It is red."
+    assert check_faithful(source, answer, 0.1) == (reason and f"unfaithful: {reason}")
 
 
 def test_parse_answer_is_defensive():
@@ -231,7 +246,7 @@ def test_unfaithful_answers_are_not_used(server, key, tmp_path):
     assert added["filter"] == {"status": "fallback",
                                "reason": f"chunk 1/1 fallback: unfaithful: adds or changes text: {ADDED_SENTENCE!r}"}
     assert dropped["text"] == docs[1]["text"]
-    assert dropped["filter"]["reason"] == ("chunk 1/1 fallback: unfaithful: keeps 8% of the text, below "
+    assert dropped["filter"]["reason"] == ("chunk 1/1 fallback: unfaithful: keeps 30% of the text, below "
                                                   "filter.min_keep_ratio 50%")
     assert run.summary["fallback_reasons"] == {"endpoint": 0, "malformed": 0, "unfaithful": 2}
     # The answers were well-formed, so they are cached; a laxer ratio reuses them without a request.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from bmw.base.materialise import materialise_base
@@ -309,6 +309,7 @@ def test_checkpoints_of_another_run_or_cut_off_saves_are_not_resumed(tmp_path):
     assert resume_point(ck, "run-a") is None
     for step, complete in ((2, True), (4, True), (6, False)):
         (ck / f"checkpoint-{step}").mkdir()
+        save_file({"w": torch.zeros(2)}, ck / f"checkpoint-{step}" / "model.safetensors")
         if complete:
             (ck / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     assert resume_point(ck, "run-a") == ck / "checkpoint-4"

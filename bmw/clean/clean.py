@@ -16,7 +16,10 @@ from bmw.clean.rules import (
 )
 from bmw.params import CleanParams
 
-LIGATURES = str.maketrans({"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "st", "ﬆ": "st"})
+LIGATURES = {"ﬀ": "ff", "ﬁ": "fi", "ﬂ": "fl", "ﬃ": "ffi", "ﬄ": "ffl", "ﬅ": "st", "ﬆ": "st"}
+# Ligatures spelled out; NUL and the other control characters (broken font encodings yield them) dropped:
+# a NUL would survive JSON but not most tools downstream.
+NORMALISE = str.maketrans(LIGATURES | {chr(c): None for c in (*range(32), 127) if chr(c) not in "\t\n\r\f\v"})
 SOFT_HYPHEN_INSIDE = re.compile("\u00ad(?=.)")  # invisible inside a line; at its end it marks a word break
 TITLE_RULE = "title"
 ALL_RULES = tuple(sorted((*RULE_NAMES, TITLE_RULE)))
@@ -24,7 +27,7 @@ ALL_RULES = tuple(sorted((*RULE_NAMES, TITLE_RULE)))
 
 @dataclass(frozen=True)
 class CleanStats:
-    chars_in: int  # non-whitespace characters, so layout padding is neither input nor "removed"
+    chars_in: int  # non-whitespace characters, so layout padding is neither input nor "removed"; never below chars_out
     chars_out: int
     rules: dict[str, int] = field(default_factory=dict)  # lines removed per rule, every rule named
 
@@ -48,7 +51,7 @@ def _visible_chars(text: str) -> int:
 
 
 def _lines(page: str) -> list[str]:
-    return [SOFT_HYPHEN_INSIDE.sub("", " ".join(line.translate(LIGATURES).split())) for line in page.splitlines()]
+    return [SOFT_HYPHEN_INSIDE.sub("", " ".join(line.split())) for line in page.translate(NORMALISE).splitlines()]
 
 
 def _squash(text: str) -> str:
@@ -70,17 +73,18 @@ def clean_text(raw: str, title: str | None = None) -> CleanResult:
     from the top of the text, where PDFs repeat it as a headline."""
     counts: Counter[str] = Counter()
     pages = []
-    for page in raw.split(PAGE_BREAK):
-        kept, removed = strip_page_furniture(_lines(page))
+    for number, page in enumerate(raw.split(PAGE_BREAK), 1):
+        kept, removed = strip_page_furniture(_lines(page), number)
         pages.append(kept)
         counts += removed
-    lines, removed = strip_boilerplate(stitch(pages))
+    lines, removed = strip_boilerplate(*stitch(pages))
     counts += removed
     if title:
         counts[TITLE_RULE] += _drop_title(lines, title)
     text = reflow(lines)
     rules = {name: counts[name] for name in ALL_RULES}
-    return CleanResult(text, CleanStats(_visible_chars(raw), _visible_chars(text), rules))
+    # counted after NORMALISE: a ligature is two or three characters out, so it counts as that many in
+    return CleanResult(text, CleanStats(_visible_chars(raw.translate(NORMALISE)), _visible_chars(text), rules))
 
 
 def rejection(result: CleanResult, params: CleanParams) -> str | None:

@@ -41,8 +41,12 @@ def _from_pdf(article: dict, raw_dir: Path, params: CleanParams) -> tuple[CleanR
     rejects = []
     for attachment in article.get("attachments", []):
         file = attachment["file"]
+        path = raw_dir / file
+        if not path.resolve().is_relative_to(raw_dir.resolve()):
+            rejects.append(_reject(article, file, "unreadable file: outside the crawl folder"))
+            continue
         try:
-            data = (raw_dir / file).read_bytes()
+            data = path.read_bytes()
         except OSError as e:
             rejects.append(_reject(article, file, f"unreadable file: {e.strerror}"))
             continue

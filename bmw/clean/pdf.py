@@ -1,6 +1,7 @@
 """Page texts of a PDF with pypdf, or the reason the file has none.
 
-Extraction never raises: a broken, encrypted or image-only file yields a reason for the rejects file.
+Extraction never raises: a broken, encrypted or image-only file yields a reason for the rejects file, and so
+does one that would cost more than its Budget (pages, seconds, bytes a stream inflates to).
 Pages are joined with a form feed (PAGE_BREAK); an empty line inside a page marks a paragraph gap.
 """
 
@@ -8,12 +9,16 @@ from __future__ import annotations
 
 import io
 import math
+import signal
 import statistics
+import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Iterator, Literal
 
-from pypdf import PasswordType, PdfReader
-from pypdf.errors import DependencyError
+from pypdf import PasswordType, PdfReader, apply_configuration
+from pypdf.errors import DependencyError, LimitReachedError
 
 PAGE_BREAK = "\f"
 # A baseline step this much larger than the page's usual line pitch is a paragraph gap, not a line wrap.
@@ -21,6 +26,43 @@ GAP_FACTOR = 1.35
 # Leading beyond this many font sizes is itself a gap: caps the pitch of a page of one-line paragraphs.
 MAX_LEADING = 1.7
 HEADER_WINDOW = 1024  # bytes in which a PDF must declare itself (%PDF-), as readers accept
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one PDF may cost: a press release has tens of pages of a few kB each; a file that wants more is
+    hostile or broken, and is rejected with the reason instead of stalling the stage."""
+
+    pages: int = 300
+    seconds: float = 60.0
+    stream_bytes: int = 16 * 1024 * 1024  # one inflated stream (a page's contents, a font); pypdf allows 75 MB
+
+
+BUDGET = Budget()
+
+
+class _OverTime(BaseException):
+    """Raised by the timer; a BaseException, so that pypdf's lenient `except Exception` cannot swallow it."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[float]:
+    """Yields the deadline (time.monotonic()); in the main thread a timer also interrupts a page that hangs."""
+    deadline = time.monotonic() + seconds
+    if threading.current_thread() is not threading.main_thread():
+        yield deadline  # signals only reach the main thread: the caller checks the deadline between pages
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise _OverTime
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield deadline
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -33,16 +75,30 @@ class Extraction:
         return PAGE_BREAK.join(self.pages)
 
 
-def extract_pdf(data: bytes, mode: Literal["plain", "layout"] = "plain") -> Extraction:
+def extract_pdf(data: bytes, mode: Literal["plain", "layout"] = "plain", budget: Budget = BUDGET) -> Extraction:
     """The text of every page (pypdf `extraction_mode`), or an Extraction with a reason and no pages."""
     if b"%PDF-" not in data[:HEADER_WINDOW]:
         return Extraction(reason="not a pdf: no %PDF header")
+    limits = {name: budget.stream_bytes for name in (
+        "zlib_maximum_output_length", "lzw_maximum_output_length", "run_length_maximum_output_length",
+        "array_based_stream_maximum_output_length", "brotli_maximum_output_length")}
     try:
-        reader = PdfReader(io.BytesIO(data))
-        # Many press PDFs are encrypted with an empty user password (owner-only restrictions): readable.
-        if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
-            return Extraction(reason="encrypted pdf: a password is needed")
-        pages = tuple(_page_text(page, mode) for page in reader.pages)
+        with apply_configuration(**limits), _time_limit(budget.seconds) as deadline:
+            reader = PdfReader(io.BytesIO(data))
+            # Many press PDFs are encrypted with an empty user password (owner-only restrictions): readable.
+            if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+                return Extraction(reason="encrypted pdf: a password is needed")
+            if len(reader.pages) > budget.pages:
+                return Extraction(reason=f"over budget: {len(reader.pages)} pages > {budget.pages}")
+            pages = []
+            for page in reader.pages:
+                if time.monotonic() > deadline:
+                    raise _OverTime
+                pages.append(_page_text(page, mode))
+    except _OverTime:
+        return Extraction(reason=f"over budget: extraction took over {budget.seconds:g} s")
+    except LimitReachedError:
+        return Extraction(reason=f"over budget: a stream inflates past {budget.stream_bytes / 2**20:g} MiB")
     except DependencyError as e:  # AES decryption without the cryptography package
         return Extraction(reason=f"encrypted pdf: {e}")
     except Exception as e:  # pypdf raises many types on broken files; any of them means "unreadable"
@@ -52,7 +108,7 @@ def extract_pdf(data: bytes, mode: Literal["plain", "layout"] = "plain") -> Extr
         return Extraction(reason="corrupt pdf: no pages")
     if not any(p.strip() for p in pages):
         return Extraction(reason=f"no text layer: {len(pages)} image-only page(s)")
-    return Extraction(pages=pages)
+    return Extraction(pages=tuple(pages))
 
 
 @dataclass(frozen=True)

@@ -57,18 +57,21 @@ def _ends_paragraph(lines: list[str]) -> bool:
     return bool(SENTENCE_END.search(last)) and (len(run) == 1 or len(last) < FULL_LINE * max(map(len, run)))
 
 
-def stitch(pages: list[list[str]]) -> list[str]:
-    """The pages as one list of lines, an empty line between paragraphs. Empty lines at the top or bottom of
-    a page are no gaps; a paragraph runs on across a page break unless it ended on the page."""
+def stitch(pages: list[list[str]]) -> tuple[list[str], list[int]]:
+    """The pages as one list of lines, an empty line between paragraphs, and the index of each page's first
+    line in it. Empty lines at the top or bottom of a page are no gaps; a paragraph runs on across a page break
+    unless it ended on the page."""
     out: list[str] = []
+    starts: list[int] = []
     for page in pages:
         filled = [i for i, line in enumerate(page) if line]
         if not filled:
             continue
         if out and _ends_paragraph(out):
             out.append("")
+        starts.append(len(out))
         out += page[filled[0] : filled[-1] + 1]
-    return out
+    return out, starts
 
 
 def reflow(lines: list[str]) -> str:

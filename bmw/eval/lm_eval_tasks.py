@@ -6,10 +6,28 @@ YAML over a local JSON/JSONL file, found through `include_path`) can run.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def task_manager(tasks: tuple[str, ...], include_path: str | None = None):
+    """The harness's task registry holding `tasks`; ValueError naming eval.lm_eval_tasks for a task it does not
+    know. The eval stage asks before it loads a model (a typo must not cost a model load and a whole evaluation)."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include_path, include_defaults=False) if include_path else None
+    if manager is None or not set(tasks) <= set(manager.all_tasks):
+        # indexing the harness's own task folders takes tens of seconds: only when a task is not local
+        log.info("lm-eval: indexing the harness's tasks")
+        manager = TaskManager(include_path=include_path)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise ValueError(f"eval.lm_eval_tasks: unknown lm-evaluation-harness task(s): {', '.join(unknown)}")
+    return manager
 
 
 def run_tasks(
@@ -26,16 +44,8 @@ def run_tasks(
     """The harness's `simple_evaluate` output for `tasks`, zero-shot, without a chat template."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    manager = TaskManager(include_path=str(include_path), include_defaults=False) if include_path else None
-    if manager is None or not set(tasks) <= set(manager.all_tasks):
-        # indexing the harness's own task folders takes tens of seconds: only when a task is not local
-        log.info("lm-eval: indexing the harness's tasks")
-        manager = TaskManager(include_path=str(include_path) if include_path else None)
-    unknown = [t for t in tasks if t not in manager.all_tasks]
-    if unknown:
-        raise ValueError(f"eval.lm_eval_tasks: unknown lm-evaluation-harness task(s): {', '.join(unknown)}")
+    manager = task_manager(tuple(tasks), str(include_path) if include_path else None)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
     return simple_evaluate(
         model=lm,

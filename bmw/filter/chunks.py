@@ -67,8 +67,3 @@ def join_chunks(chunks: list[Chunk]) -> str:
     for chunk in chunks:
         out += (chunk.sep if out else "") + chunk.text
     return out
-
-
-def sentences(text: str) -> list[str]:
-    """The non-empty lines of `text`, each split at sentence ends."""
-    return [s for line in text.splitlines() for s in SENTENCE_BREAK.split(line) if s.strip()]

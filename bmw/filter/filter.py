@@ -7,6 +7,10 @@ How chunk verdicts combine into a document (one request per chunk):
   unfaithful) keeps its input text, which the clean stage already regex-cleaned: status `fallback`;
 - a document is rejected only when every chunk is rejected; otherwise it keeps its surviving chunks in order,
   with status `fallback` if any chunk fell back, else `kept`, and a reason naming each dropped/fallen-back chunk.
+
+More fallbacks than `filter.max_fallback_share` of the chunks mean the endpoint, not a few answers, failed: the
+run raises FallbackShareError instead of passing the documents on mostly unfiltered (the answers it did get
+are cached, so the run after the fix asks only for the rest).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from bmw.filter.cache import ResponseCache, cache_key
 from bmw.filter.chunks import Chunk, join_chunks, split_text
 from bmw.filter.client import (
     CONFIG_ERRORS,
+    BadResponse,
     complete,
     config_error,
     describe_error,
@@ -37,6 +42,10 @@ from bmw.params import FilterParams
 log = logging.getLogger(__name__)
 
 FallbackKind = Literal["endpoint", "malformed", "unfaithful"]
+
+
+class FallbackShareError(RuntimeError):
+    """Too many chunks fell back to their unfiltered text (filter.max_fallback_share)."""
 
 
 @dataclass(frozen=True)
@@ -74,27 +83,29 @@ def fetch_answer(chunk: str, client: openai.OpenAI, params: FilterParams, cache:
         return Fetched(cached)
     messages = build_messages(chunk, params.prompt_version)
     attempts = params.max_retries + 1
-    problem = ""
+    problem, kind = "", "malformed"
     for attempt in range(1, attempts + 1):
         try:
-            content = complete(client, params.model, messages)
+            answer = parse_answer(complete(client, params.model, messages))
         except CONFIG_ERRORS as e:
             raise config_error(e, params) from None  # the body may echo the key: do not chain it
         except openai.APIError as e:
             failure = f"endpoint: {describe_error(e)} (max_retries {params.max_retries})"
             log.warning("chunk %s: %s", key[:12], failure)
             return Fetched(None, failure, "endpoint", attempt)
-        try:
-            answer = parse_answer(content)
+        except BadResponse as e:
+            problem, kind = f"answered with {e}", "endpoint"
+            log.info("chunk %s: the endpoint %s (attempt %d of %d)", key[:12], problem, attempt, attempts)
+            continue
         except MalformedAnswer as e:
-            problem = str(e)
+            problem, kind = str(e), "malformed"
             log.info("chunk %s: malformed answer (attempt %d of %d): %s", key[:12], attempt, attempts, problem)
             continue
         cache.put(key, answer, params.model, params.prompt_version)
         return Fetched(answer, calls=attempt)
-    failure = f"malformed: {problem} ({attempts} attempts)"
+    failure = f"{kind}: {problem} ({attempts} attempts)"
     log.warning("chunk %s: %s", key[:12], failure)
-    return Fetched(None, failure, "malformed", attempts)
+    return Fetched(None, failure, kind, attempts)
 
 
 def judge_chunk(chunk: str, fetched: Fetched, min_keep_ratio: float) -> ChunkResult:
@@ -178,7 +189,19 @@ def filter_documents(docs: list[dict], params: FilterParams, client: openai.Open
         documents += [out] if out else []
         rejected += rows
         results += chunk_results
-    return _finish(docs, documents, rejected, results, params)
+    run = _finish(docs, documents, rejected, results, params)
+    _check_fallback_share(run.summary, params.max_fallback_share)
+    return run
+
+
+def _check_fallback_share(summary: dict, limit: float) -> None:
+    fallback, chunks = summary["chunks_fallback"], summary["chunks"]
+    if chunks and fallback / chunks > limit:
+        kinds = ", ".join(f"{k} {n}" for k, n in summary["fallback_reasons"].items())
+        raise FallbackShareError(
+            f"filter.max_fallback_share: {fallback} of {chunks} chunks ({fallback / chunks:.0%}) fell back to their "
+            f"unfiltered text ({kinds}), more than {limit:.0%}: nothing was written. Check the endpoint "
+            "(filter.base_url, filter.model) and run again: the answers received are cached.")
 
 
 def _finish(inputs: list[dict], documents: list[dict], rejected: list[dict], results: list[ChunkResult],

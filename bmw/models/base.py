@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -12,18 +13,55 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from bmw.models.weights import WeightsError, layer_indices, tensor_names
+from bmw.params import Params, check_for_model
+
 BASE_DIR = Path("models/base")
+
+
+def base_layers(path: str | Path) -> int:
+    """The decoder depth of a base folder, read from its config.json and checked against its weights' headers
+    (nothing is loaded). Refused: a folder whose config or tokenizer asks for code of its own (it is never run,
+    and transformers would stop to ask), and one whose weights hold other layers than its config says."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: no config.json; run the base stage (python -m stages.base) first")
+    configs = {name: json.loads((path / name).read_text(encoding="utf-8"))
+               for name in ("config.json", "tokenizer_config.json") if (path / name).is_file()}
+    config = configs["config.json"]
+    for name, data in configs.items():
+        if isinstance(data, dict) and data.get("auto_map"):
+            raise ValueError(f"{path}: its {name} maps classes to code shipped with the model (auto_map "
+                             f"{sorted(data['auto_map'])}); remote code is never run here (trust_remote_code=False): "
+                             "use a model whose architecture transformers implements itself")
+    layers = config.get("num_hidden_layers", config.get("text_config", {}).get("num_hidden_layers"))
+    if not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"{path}/config.json: no num_hidden_layers")
+    held = layer_indices(tensor_names(path))
+    if held != set(range(layers)):
+        extra, missing = sorted(held - set(range(layers))), sorted(set(range(layers)) - held)
+        raise WeightsError(f"{path}: config.json says {layers} layers, the weights hold {len(held)}"
+                           + (f"; missing {missing}" if missing else "") + (f"; beyond the config {extra}" if extra else ""))
+    return layers
+
+
+def check_against_base(params: Params, path: str | Path = BASE_DIR) -> int:
+    """Everything about `params` that depends on the base model or the host, before any model is loaded; the
+    base folder's depth."""
+    layers = base_layers(path)
+    check_for_model(params, layers, torch.cuda.is_available())
+    return layers
 
 
 def load_base(
     path: str | Path, dtype: str | torch.dtype = "float32"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode) and tokenizer from a materialised base folder; never touches a hub."""
+    """Model (eval mode) and tokenizer from a materialised base folder; never touches a hub, never runs its code."""
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path}: no config.json; run the base stage (python -m stages.base) first")
+    base_layers(path)
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True,
+                                                 trust_remote_code=False)
     return model.eval(), load_base_tokenizer(path)
 
 
@@ -31,4 +69,4 @@ def load_base_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     path = Path(path)
     if not (path / "tokenizer_config.json").is_file():
         raise FileNotFoundError(f"{path}: no tokenizer; run the base stage (python -m stages.base) first")
-    return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)

@@ -65,9 +65,10 @@ def load_variant(
     request; an untrained one: base + plan."""
     out_dir = Path(out_dir)
     manifest = read_manifest(out_dir)
-    tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(out_dir, local_files_only=True, trust_remote_code=False)
     if manifest["format"] == "full":
-        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=manifest["base"]["dtype"], local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=manifest["base"]["dtype"], local_files_only=True,
+                                                     trust_remote_code=False)
     else:
         base, _ = load_base(Path(base_dir or manifest["base"]["path"]), manifest["base"]["dtype"])
         model = apply_plan(base, load_plan(out_dir / PLAN))

@@ -16,39 +16,14 @@ import torch
 from transformers import PreTrainedModel
 
 from bmw.models.surgery import decoder_layers
-from bmw.params import ModelParams, ModelType, ParamsError
+from bmw.params import ModelParams, ModelType, ParamsError, check_type_layers
 from bmw.prune.laco import laco_merges
 from bmw.prune.scores import LayerStats
 
 
 def validate(model_type: ModelType, p: ModelParams, layers: int) -> None:
     """Params that the schema accepts but this model cannot satisfy; the error names the key."""
-    if model_type == "dropped":
-        d = p.dropped
-        if d.layers == "auto":
-            if d.count >= layers:
-                raise ParamsError(f"model.dropped.count: {d.count} would drop all {layers} layers")
-        else:
-            bad = [i for i in d.layers if not 0 <= i < layers]
-            if bad:
-                raise ParamsError(f"model.dropped.layers: {bad} out of range 0..{layers - 1}")
-            if len(set(d.layers)) != len(d.layers):
-                raise ParamsError(f"model.dropped.layers: {d.layers} has duplicates")
-            if len(d.layers) >= layers:
-                raise ParamsError(f"model.dropped.layers: would drop all {layers} layers")
-    elif model_type == "pruned":
-        if p.pruned.keep > layers:
-            raise ParamsError(f"model.pruned.keep: {p.pruned.keep} exceeds the model's {layers} layers")
-    elif model_type == "laco":
-        c = p.laco
-        if c.H > layers:
-            raise ParamsError(f"model.laco.H: {c.H} exceeds the model's {layers} layers")
-        if c.L > c.H - c.C:
-            raise ParamsError(f"model.laco.L: {c.L} is above H - C = {c.H - c.C}: no merge can be tried")
-        if int(c.max_compression * layers) < c.C - 1:
-            raise ParamsError(
-                f"model.laco.max_compression: {c.max_compression} of {layers} layers allows no merge of C={c.C}"
-            )
+    check_type_layers(model_type, p, layers)
 
 
 def _lowest(scores: Sequence[float], count: int, allowed: Sequence[int]) -> list[int]:

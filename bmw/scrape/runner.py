@@ -13,22 +13,25 @@ rendered by JavaScript, those selectors have to be pointed at the data the page 
 
 Incremental and crash-safe: the crawl process journals each entry once it is done; a run (after a kill -9
 or a finished run) fetches the listing pages again but no stored article (a failed one is tried again). The merge below is
-the only writer of `articles.jsonl`, `failures.jsonl` and `crawl.json` (each atomic), then it removes the
-journal and every file in `pdfs/` that no article references.
+the only writer of `articles.jsonl`, `failures.jsonl` and `crawl.json`: it builds the new snapshot in a folder
+beside the crawl folder (those three files and hard links to the PDFs they reference) and swaps it in whole,
+so the snapshot files always describe one run and the journal, unreferenced PDFs and temp files of a killed
+write go with the old folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bmw.io import write_json, write_jsonl
+from bmw.io import atomic_dir, write_json, write_jsonl
 from bmw.params import ScrapeParams
-from bmw.scrape.journal import JOURNAL_NAME
 from bmw.scrape.state import (
     ARTICLE_ORDER,
     ARTICLES,
@@ -58,14 +61,17 @@ def crawl(out_dir: Path, params: ScrapeParams, url: str) -> dict:
         reasons = "; ".join(f"{f['path']}: {f['reason']}" for f in run["listing_failures"])
         raise CrawlError(f"no listing entry could be read from {url} ({reasons}); nothing was written")
     articles, failures = merge(load_entries(out_dir), run["selection"], run["listing_failures"], params)
-    write_jsonl(out_dir / ARTICLES, articles, sort_key=ARTICLE_ORDER)
-    write_jsonl(out_dir / FAILURES, failures, sort_key=FAILURE_ORDER)
     keep = referenced_files(articles)
     summary = {"source": params.source, "until": params.until.isoformat(), "target": params.target,
                "articles": len(articles), "failures": len(failures), "pdfs": len(keep)}
-    write_json(out_dir / SUMMARY, summary)
-    (out_dir / JOURNAL_NAME).unlink(missing_ok=True)
-    removed = _remove_unreferenced(out_dir, keep)
+    removed = sum(f"{PDF_DIR}/{f.name}" not in keep for f in (out_dir / PDF_DIR).glob("*"))
+    with atomic_dir(out_dir) as snapshot:
+        (snapshot / PDF_DIR).mkdir()
+        for file in sorted(keep):
+            _link(out_dir / file, snapshot / file)
+        write_jsonl(snapshot / ARTICLES, articles, sort_key=ARTICLE_ORDER)
+        write_jsonl(snapshot / FAILURES, failures, sort_key=FAILURE_ORDER)
+        write_json(snapshot / SUMMARY, summary)
     log.info("snapshot: %d articles, %d pdfs, %d failures; this run journaled %d entries in %d pages "
              "(%.1f s), removed %d unreferenced files", len(articles), len(keep), len(failures), run["journaled"],
              run["pages"], run["seconds"], removed)
@@ -85,10 +91,9 @@ def _run_process(out_dir: Path, url: str, params: ScrapeParams) -> dict:
         return json.loads(result.read_text(encoding="utf-8"))
 
 
-def _remove_unreferenced(out_dir: Path, keep: set[str]) -> int:
-    """PDFs of entries dropped by until/target, and temp files of writes that a kill interrupted."""
-    stale = [f for f in (out_dir / PDF_DIR).glob("*") if f"{PDF_DIR}/{f.name}" not in keep]
-    stale += out_dir.glob(".*.tmp")
-    for file in stale:
-        file.unlink()
-    return len(stale)
+def _link(source: Path, target: Path) -> None:
+    """A second name for a stored PDF (no copy: real crawls hold gigabytes), a copy where links are refused."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)

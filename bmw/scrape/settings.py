@@ -12,6 +12,9 @@ from typing import Any
 from bmw.params import ScrapeParams
 
 RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+RETRY_AFTER_MAX_S = 60.0  # a longer Retry-After gives the request up (the next run tries it again)
+REDIRECT_MAX_TIMES = 5  # a loop fails after this many hops instead of Scrapy's 20
+PAGE_MAX_BYTES = 16 * 1024 * 1024  # HTML pages (and any body they inflate to); attachments have max_pdf_mb
 LOGSTATS_INTERVAL_S = 15.0
 
 
@@ -33,8 +36,16 @@ def crawl_settings(params: ScrapeParams, out_dir: Path) -> dict[str, Any]:
         "RETRY_TIMES": params.retries,
         "RETRY_HTTP_CODES": RETRY_HTTP_CODES,
         "RETRY_GIVE_UP_LOG_LEVEL": "WARNING",  # a given-up request is an expected, recorded failure
+        "RETRY_AFTER_MAX_S": RETRY_AFTER_MAX_S,  # read by RetryAfterMiddleware
+        "REDIRECT_MAX_TIMES": REDIRECT_MAX_TIMES,
+        "DOWNLOAD_MAXSIZE": PAGE_MAX_BYTES,
         "COOKIES_ENABLED": False,
-        "DOWNLOADER_MIDDLEWARES": {"bmw.scrape.middlewares.LinkProbeMiddleware": 110},
+        "DOWNLOADER_MIDDLEWARES": {
+            "bmw.scrape.middlewares.SameOriginMiddleware": 60,  # before robots.txt: no other site is asked
+            "bmw.scrape.middlewares.LinkProbeMiddleware": 110,
+            "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+            "bmw.scrape.middlewares.RetryAfterMiddleware": 550,
+        },
         "ITEM_PIPELINES": {
             "bmw.scrape.pipelines.PdfFilesPipeline": 100,
             "bmw.scrape.pipelines.JournalPipeline": 900,

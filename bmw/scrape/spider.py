@@ -1,7 +1,9 @@
 """The press-site spider: listing pages -> article pages -> attachments (stored by the files pipeline).
 
 Listing pages are walked one at a time (the next page is requested from the current page's callback), so
-which entries are selected - date <= until, newest first, at most `target` - depends only on the site.
+which entries are selected - date <= until, newest first, at most `target` - depends only on the site. The walk
+ends where pagination would loop: at a page already read, at a page that lists no entry not seen before, or
+after LISTING_PAGE_LIMIT pages; each such stop is recorded as a listing failure.
 Each selected entry not stored yet ends in one journal line: its article with its PDFs, or its failure.
 """
 
@@ -14,11 +16,12 @@ from urllib.parse import urljoin, urlsplit
 
 import scrapy
 from scrapy import signals
-from scrapy.http import Request, Response
+from scrapy.http import Request, Response, TextResponse
 from twisted.python.failure import Failure
+from w3lib.url import canonicalize_url
 
 from bmw.params import ScrapeParams
-from bmw.scrape.failures import exception_reason, failure_record, site_path
+from bmw.scrape.failures import exception_reason, failure_record, origin, site_path
 from bmw.scrape.journal import Journal
 from bmw.scrape.middlewares import PROBE, LinkAllowed
 from bmw.scrape.selectors import ListingEntry, PageError, parse_article, parse_listing
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LISTING_PATH = "/global/article/overview"
 PROGRESS_EVERY = 25  # journaled entries between progress lines
+LISTING_PAGE_LIMIT = 10_000  # the live site lists some 50,000 releases, 20 a page
 
 
 class PressSpider(scrapy.Spider):
@@ -36,8 +40,8 @@ class PressSpider(scrapy.Spider):
                  **kwargs: Any):
         super().__init__(**kwargs)
         self.base_url = base_url
-        self.host = urlsplit(base_url).hostname
-        self.allowed_domains = [self.host]  # Scrapy's OffsiteMiddleware backs up our own check
+        self.origin = origin(base_url)
+        self.allowed_domains = [urlsplit(base_url).hostname]  # Scrapy's OffsiteMiddleware backs up our own check
         self.params = params
         self.stored = stored  # ids of articles already in the crawl folder: not fetched again
         self.journal = journal
@@ -45,6 +49,8 @@ class PressSpider(scrapy.Spider):
         self.listing_failures: list[dict] = []  # derived afresh from the listing pages on every run
         self.errors = 0
         self._seen_ids: set[str] = set()
+        self._listings_read: set[str] = set()  # canonical URLs of the listing pages requested
+        self.listing_page_limit = LISTING_PAGE_LIMIT
 
     @classmethod
     def from_crawler(cls, crawler: Any, *args: Any, **kwargs: Any) -> PressSpider:
@@ -57,7 +63,7 @@ class PressSpider(scrapy.Spider):
         self.errors += 1  # a bug in a callback or pipeline: the run must not pass as complete
 
     def _onsite(self, url: str) -> bool:
-        return urlsplit(url).hostname == self.host
+        return origin(url) == self.origin
 
     def _path(self, url: str) -> str:
         return site_path(url) if self._onsite(url) else url
@@ -72,11 +78,25 @@ class PressSpider(scrapy.Spider):
         yield self._listing(urljoin(self.base_url, LISTING_PATH))
 
     def _listing(self, url: str) -> Request:
+        self._listings_read.add(canonicalize_url(url))
         return Request(url, callback=self.parse_listing, errback=self.listing_failed, dont_filter=True)
 
+    def _listing_failure(self, url: str, reason: str) -> None:
+        log.warning("listing page %s: %s; pagination ends here", url, reason)
+        self.listing_failures.append(failure_record(self._path(url), "listing", reason))
+
     def parse_listing(self, response: Response) -> Iterator[Request]:
-        page = parse_listing(response.text)
+        if not isinstance(response, TextResponse):
+            self._listing_failure(response.url, f"not html ({_content_type(response)})")
+            return
+        self._listings_read.add(canonicalize_url(response.url))  # where a redirect led
+        try:
+            page = parse_listing(response.text)
+        except PageError as e:
+            self._listing_failure(response.url, str(e))
+            return
         target, until = self.params.target, self.params.until
+        new_ids = 0
         for entry in page.entries:
             if len(self.selection) >= target:
                 return
@@ -89,6 +109,7 @@ class PressSpider(scrapy.Spider):
                 self.listing_failures.append(failure_record(path, "article", f"duplicate of {entry.id}"))
                 continue
             self._seen_ids.add(entry.id)
+            new_ids += 1
             if entry.date > until:
                 continue
             self.selection.append({"id": entry.id, "path": path})
@@ -100,10 +121,16 @@ class PressSpider(scrapy.Spider):
                               cb_kwargs={"entry": entry, "path": path})
         if page.next_href and len(self.selection) < target:
             url = response.urljoin(page.next_href)
-            if self._onsite(url):
-                yield self._listing(url)
-            else:
+            if not self._onsite(url):
                 self.listing_failures.append(failure_record(url, "listing", "offsite"))
+            elif canonicalize_url(url) in self._listings_read:
+                self._listing_failure(url, "pagination loop: page already read")
+            elif not new_ids:
+                self._listing_failure(url, "pagination loop: the page before it lists no new entry")
+            elif len(self._listings_read) >= self.listing_page_limit:
+                self._listing_failure(url, f"listing page limit reached ({self.listing_page_limit} pages)")
+            else:
+                yield self._listing(url)
 
     def listing_failed(self, failure: Failure) -> None:
         reason = exception_reason(failure.value, failure.request)
@@ -119,6 +146,9 @@ class PressSpider(scrapy.Spider):
         self.finish_entry(entry_id, None, [failure_record(path, "article", reason, entry_id)])
 
     def parse_article(self, response: Response, entry: ListingEntry, path: str) -> Iterator[Request | dict]:
+        if not isinstance(response, TextResponse):
+            self._unusable(entry.id, path, f"not html ({_content_type(response)})")
+            return
         try:
             page = parse_article(response.text)
         except PageError as e:
@@ -161,3 +191,7 @@ class PressSpider(scrapy.Spider):
             kw["item"]["failures"].append(failure_record(site_path(failure.request.url), "link", reason,
                                                          kw["item"]["id"]))
         yield from self._check_links(kw["links"], kw["item"])
+
+
+def _content_type(response: Response) -> str:
+    return (response.headers.get("Content-Type") or b"no content type").decode("latin-1").split(";")[0].strip()

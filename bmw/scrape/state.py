@@ -2,8 +2,9 @@
 
 Entries come from the last merged output (`articles.jsonl`, and `failures.jsonl` rows that carry the id of
 their entry) and from the journal of an unfinished run; the journal, newest line last, wins. An entry with
-its article is stored: not fetched again. An entry whose page failed is fetched again by the next run,
-whose outcome replaces it. Rows without an entry id (listing-level failures) are not carried: each run
+its article and all the attachments it could get is stored: not fetched again. An entry whose page failed, or
+one of whose attachments failed for a reason that may pass (a timeout, a 5xx, a cut-off body), is fetched again
+by the next run, whose outcome replaces it (PDFs already stored are not downloaded again). Rows without an entry id (listing-level failures) are not carried: each run
 derives them afresh from the listing pages.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from bmw.io import dumps_line, read_jsonl
 from bmw.params import ScrapeParams
+from bmw.scrape.failures import is_transient
 from bmw.scrape.journal import JOURNAL_NAME, read_journal
 
 ARTICLES, FAILURES, SUMMARY, PDF_DIR = "articles.jsonl", "failures.jsonl", "crawl.json", "pdfs"
@@ -38,10 +40,15 @@ def _files_present(out_dir: Path, article: dict) -> bool:
     return all((out_dir / a["file"]).is_file() for a in article["attachments"])
 
 
+def _complete(entry: dict) -> bool:
+    return not any(f["kind"] == "attachment" and is_transient(f["reason"]) for f in entry["failures"])
+
+
 def stored_article_ids(out_dir: Path) -> frozenset[str]:
-    """Articles a crawl must not fetch again; one whose PDFs went missing is fetched again."""
+    """Articles a crawl must not fetch again; one whose PDFs went missing, or one whose attachment may download
+    next time, is fetched again."""
     return frozenset(i for i, e in load_entries(out_dir).items()
-                     if e["article"] is not None and _files_present(out_dir, e["article"]))
+                     if e["article"] is not None and _files_present(out_dir, e["article"]) and _complete(e))
 
 
 def merge(entries: dict[str, dict], selection: list[dict], listing_failures: list[dict],

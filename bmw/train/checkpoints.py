@@ -11,6 +11,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from bmw.io import sha256_bytes, write_json
+from bmw.models.weights import tensor_names
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,14 @@ def run_fingerprint(parts: dict) -> str:
 
 
 def _complete(path: Path) -> bool:
-    # Trainer writes trainer_state.json after the weights, optimizer and RNG state: without it the save was cut off.
-    return (path / "trainer_state.json").is_file()
+    """Trainer writes trainer_state.json after the weights, optimizer and RNG state, but not atomically: a save is
+    complete when that file parses and the weights are whole (no shard missing or cut off)."""
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        tensor_names(path)
+    except (OSError, ValueError):  # WeightsError is a ValueError
+        return False
+    return True
 
 
 def resume_point(checkpoint_dir: Path, fingerprint: str) -> Path | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +126,14 @@ def sft_config(
         dataloader_pin_memory=torch.cuda.is_available(),
         **extra,
     )
+
+
+def optimizer_steps(examples: int, train: TrainParams, variant: VariantParams, processes: int = 1) -> tuple[int, int]:
+    """(optimizer steps, warm-up steps) of a run over `examples` rows, counted as transformers counts them
+    (packing makes the rows fewer: then fewer steps). Warm-up steps train at a learning rate from 0 up."""
+    batches = math.ceil(examples / (train.batch_size * processes))
+    steps = math.ceil(variant.epochs * max(math.ceil(batches / train.grad_accum), 1))
+    return steps, math.ceil(steps * train.warmup_ratio)
 
 
 def lora_config(variant: VariantParams) -> LoraConfig:

@@ -8,17 +8,17 @@ from pathlib import Path
 
 from peft import PeftModel
 
-from bmw.io import sha256_bytes, write_json
+from bmw.io import atomic_dir, sha256_bytes, write_json
 from bmw.models.base import BASE_DIR, load_base
 from bmw.models.plan import PLANS_DIR, load_plan, plan_path
 from bmw.models.surgery import apply_plan, decoder_layers
 from bmw.models.variant import save_variant
-from bmw.params import Params
+from bmw.params import Params, ParamsError
 from bmw.train.backend import resolve_backend, unsloth_model
 from bmw.train.checkpoints import run_fingerprint
-from bmw.train.config import run_config
+from bmw.train.config import optimizer_steps, run_config
 from bmw.train.data import load_chat_split
-from bmw.train.launch import is_main_process
+from bmw.train.launch import is_main_process, world_size
 from bmw.train.sft import fit, validation_loss
 from bmw.train.summary import param_counts, untrained_summary
 
@@ -47,9 +47,23 @@ def train_variant(
     data_dir: Path = DATA_DIR,
 ) -> dict:
     """Build variant `name` and write it to `out_dir`; in `metrics_dir`: `metrics.json` (the DVC metric: best
-    validation loss), `run.json` (the run's figures, wall-clock times included; returned) and the loss curves."""
+    validation loss), `run.json` (the run's figures, wall-clock times included; returned) and the loss curves.
+
+    dvclive writes its curves, and a metrics.json of running values, as training goes: into the checkpoint
+    folder, never `metrics_dir`, which appears complete right after the variant, or not at all."""
     variant, model_type = params.variant(name), params.variant_type(name)
+    live_dir = Path(checkpoint_dir) / "live"
     dtype = params.base.dtype
+    data = {split: data_dir / f"{split}.jsonl" for split in ("train", "validation")}
+    eval_ds = load_chat_split(data["validation"])
+    train_ds = load_chat_split(data["train"]) if variant.method != "none" else None
+    if train_ds is not None:  # before the model is loaded
+        steps, warmup = optimizer_steps(len(train_ds), params.train, variant, world_size())
+        if steps <= warmup:
+            raise ParamsError(
+                f"variants.{name}.epochs: {variant.epochs:g} epochs of {len(train_ds)} examples are {steps} optimizer "
+                f"step(s), all of them warm-up (train.warmup_ratio {params.train.warmup_ratio:g}) starting from "
+                "learning rate 0: nothing would be trained")
     plan = load_plan(plan_path(name, plans_dir))
     if plan["type"] != model_type:
         raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
@@ -69,16 +83,13 @@ def train_variant(
         "base": {"path": str(base_dir), "dtype": dtype},
     }
     config = run_config(params.train, variant, params.seed, checkpoint_dir, dtype)
-    data = {split: data_dir / f"{split}.jsonl" for split in ("train", "validation")}
-    eval_ds = load_chat_split(data["validation"])
-    if variant.method == "none":
+    if train_ds is None:
         log.info("%s: %s architecture (%d layers), untrained", name, model_type, layers)
-        loss = validation_loss(model, tokenizer, config, eval_ds, metrics_dir)
+        loss = validation_loss(model, tokenizer, config, eval_ds, live_dir)
         total, _ = param_counts(model)
         figures, trainable, state_dict = untrained_summary(loss), 0, None
         model = None  # saved as base + plan: the weights are the base's
     else:
-        train_ds = load_chat_split(data["train"])
         fingerprint = run_fingerprint({
             "variant": variant.model_dump(), "train": params.train.model_dump(), "seed": params.seed,
             "type": model_type, "plan": plan, "backend": backend, "base": _base_identity(base_dir),
@@ -86,18 +97,20 @@ def train_variant(
         })
         log.info("%s: %s on %s (%d layers), %d train / %d validation examples, backend %s",
                  name, variant.method, model_type, layers, len(train_ds), len(eval_ds), backend)
-        model, figures, state_dict = fit(model, tokenizer, config, train_ds, eval_ds, metrics_dir=metrics_dir,
+        model, figures, state_dict = fit(model, tokenizer, config, train_ds, eval_ds, metrics_dir=live_dir,
                                          fingerprint=fingerprint)
         if not is_main_process():
             return figures  # rank 0 of a job on several GPUs writes the variant and its metrics
         total, trainable = param_counts(model)
-    save_variant(out_dir, model, tokenizer, manifest, plan, state_dict)
     run = {
         "trained": variant.method != "none", "method": variant.method, "type": model_type, "layers": layers,
         "total_params": total, "trainable_params": trainable, "backend": backend, **figures,
     }
-    write_json(Path(metrics_dir) / "run.json", run)
-    write_json(Path(metrics_dir) / "metrics.json", {"best_eval_loss": run["best_eval_loss"]})
+    with atomic_dir(metrics_dir, keep=(".gitignore",)) as metrics:
+        shutil.copytree(live_dir / "plots", metrics / "plots")
+        write_json(metrics / "run.json", run)
+        write_json(metrics / "metrics.json", {"best_eval_loss": run["best_eval_loss"]})
+        save_variant(out_dir, model, tokenizer, manifest, plan, state_dict)  # installed first, the metrics right after
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # the run is complete: its checkpoints have no further use
     log.info("%s: wrote %s and %s", name, out_dir, metrics_dir)
