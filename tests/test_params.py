@@ -17,7 +17,7 @@ def _default() -> dict:
 def test_embedded_default_and_real_preset_validate():
     default = load_params(ROOT / "params.yaml")
     real = load_params(ROOT / "presets" / "real.yaml")
-    assert default.base.name == "tiny" and default.scrape.source == "bundled"
+    assert default.base.name == "smollm2-135m-instruct" and default.scrape.source == "bundled"
     assert real.base.name == "Qwen/Qwen3-8B" and real.scrape.source.startswith("https://")
     assert real.variants["lora"].r == 16 and real.variants["lora"].lr == 2e-4
     # The preset only changes values: both files have the same keys.
