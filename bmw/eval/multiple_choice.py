@@ -9,8 +9,6 @@ Scores are always taken with thinking off: the empty think block makes the answe
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from tqdm import tqdm
 
@@ -38,9 +36,9 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], batch_size: int = 8) -> list[list[float]]:
     """Per-token log-probabilities of each continuation given its context (left-truncated to the model's length).
 
-    The choices of a multiple-choice item share their context: it runs once, and its KV cache serves every
-    continuation of it, up to `batch_size` at a time. On a CPU, where a forward costs about its token count, that
-    scores four choices for the price of little more than one.
+    Contexts run once, `batch_size` at a time, and their KV cache serves every continuation of theirs: the choices
+    of a multiple-choice item share one context, so four choices cost little more than one. Contexts are
+    right-padded; the continuations' positions and attention mask skip the padding.
     """
     max_len = getattr(model.config, "max_position_embeddings", None) or 1 << 30
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -48,32 +46,44 @@ def continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], batch
         if not cont:
             raise ValueError("a continuation tokenised to nothing; there is nothing to score")
         groups.setdefault(tuple(ctx), []).append(i)
+    items = list(groups.items())
     model.eval()
+    device = model.device
     out: list[list[float]] = [[] for _ in pairs]
-    for ctx, members in tqdm(groups.items(), desc="loglikelihood", unit="context", leave=False):
-        longest = max(len(pairs[i][1]) for i in members)
-        context = list(ctx[-max(1, max_len - longest + 1) :])  # room for the longest continuation
-        first = model(input_ids=torch.tensor([context], device=model.device), use_cache=True)
-        head = first.logits[0, -1].float().log_softmax(-1)  # predicts each continuation's first token
-        for start in range(0, len(members), batch_size):
-            chunk = members[start : start + batch_size]
-            conts = [pairs[i][1] for i in chunk]
-            width = max(len(c) for c in conts)
-            tails: torch.Tensor | None = None
-            if width > 1:  # the later tokens: the continuations (right-padded) on the shared context's cache
-                cache = copy.deepcopy(first.past_key_values)
-                if len(chunk) > 1:
-                    cache.batch_repeat_interleave(len(chunk))
-                ids = torch.tensor([c + [0] * (width - len(c)) for c in conts], device=model.device)
-                mask = torch.tensor([[1] * (len(context) + len(c)) + [0] * (width - len(c)) for c in conts],
-                                    device=model.device)
-                tails = model(input_ids=ids, attention_mask=mask, past_key_values=cache).logits.float().log_softmax(-1)
-            for row, (i, cont) in enumerate(zip(chunk, conts)):
-                lps = [head[cont[0]].item()]
-                if len(cont) > 1:
-                    positions = torch.arange(len(cont) - 1, device=tails.device)
-                    lps += tails[row, positions, torch.tensor(cont[1:], device=tails.device)].tolist()
-                out[i] = lps
+    for start in tqdm(range(0, len(items), batch_size), desc="loglikelihood", unit="batch", leave=False):
+        chunk = items[start : start + batch_size]
+        contexts = []
+        for ctx, members in chunk:  # room for the group's longest continuation
+            longest = max(len(pairs[i][1]) for i in members)
+            contexts.append(list(ctx[-max(1, max_len - longest + 1) :]))
+        lengths = [len(c) for c in contexts]
+        width = max(lengths)
+        first = model(
+            input_ids=torch.tensor([c + [0] * (width - len(c)) for c in contexts], device=device),
+            attention_mask=torch.tensor([[1] * n + [0] * (width - n) for n in lengths], device=device),
+            use_cache=True,
+        )
+        last = torch.tensor([n - 1 for n in lengths], device=device)
+        heads = first.logits[torch.arange(len(chunk), device=device), last].float().log_softmax(-1)
+        rows = [(g, i) for g, (_, members) in enumerate(chunk) for i in members]  # one row per continuation
+        conts = [pairs[i][1] for _, i in rows]
+        tails = None
+        span = max(len(c) for c in conts) - 1
+        if span > 0:  # the continuations' later tokens, on their context's cache
+            cache = first.past_key_values
+            cache.batch_select_indices(torch.tensor([g for g, _ in rows], device=device))
+            ids = torch.tensor([c[:-1] + [0] * (span - len(c) + 1) for c in conts], device=device)
+            mask = [[1] * lengths[g] + [0] * (width - lengths[g]) + [1] * (len(c) - 1) + [0] * (span - len(c) + 1)
+                    for (g, _), c in zip(rows, conts)]
+            positions = torch.tensor([[lengths[g] + j for j in range(span)] for g, _ in rows], device=device)
+            tails = model(input_ids=ids, attention_mask=torch.tensor(mask, device=device), position_ids=positions,
+                          past_key_values=cache).logits.float().log_softmax(-1)
+        for r, ((g, i), cont) in enumerate(zip(rows, conts)):
+            lps = [heads[g, cont[0]].item()]
+            if len(cont) > 1:
+                at = torch.arange(len(cont) - 1, device=device)
+                lps += tails[r, at, torch.tensor(cont[1:], device=device)].tolist()
+            out[i] = lps
     return out
 
 
