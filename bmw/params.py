@@ -115,6 +115,9 @@ class BaseModelParams(Strict):
     name: str = "tiny"
     revision: str = "main"  # pin a commit hash for Hub ids
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # what training and evaluation multiply in: auto is bfloat16 where the device computes it natively (a CUDA GPU
+    # with bf16, a CPU with AVX-512), under autocast over float32 weights; else the weights' dtype
+    compute: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class DroppedParams(Strict):

@@ -60,7 +60,7 @@ def new_project(path: Path, *, commit: bool = True) -> Path:
     git(path, "init", "-q", "-b", "main")
     Repo.init(str(path)).close()
     with Config(str(path / ".dvc")).edit("repo") as conf:
-        conf["cache"]["type"] = "reflink,hardlink,copy"
+        conf["cache"]["type"] = "hardlink,copy"
     (path / "params.yaml").write_text("n: 1\n")
     (path / "dvc.yaml").write_text(f"stages:\n  gen:\n    cmd: {json.dumps(STAGE)}\n    params:\n      - n\n"
                                    "    outs:\n      - out.txt\n")
@@ -270,6 +270,19 @@ def test_cache_that_copies(tmp_path, env, s3):
     finding = only_problem(diagnose(repo))
     assert (finding.check, finding.severity) == ("cache.link", "warning")
     assert "twice" in finding.problem
+
+
+def test_reflink_first_where_reflinks_fail_copies_on_commit(tmp_path, env, s3):
+    repo = new_project(tmp_path / "repo")
+    set_remote(repo, s3.endpoint)
+    with Config(str(repo / ".dvc")).edit("repo") as conf:
+        conf["cache"]["type"] = "reflink,hardlink,copy"
+    commit_all(repo)
+    if by_check(diagnose(repo))["cache.link"].severity == "ok":
+        pytest.skip("reflinks work on this filesystem: a commit clones, nothing is stored twice")
+    finding = only_problem(diagnose(repo))
+    assert (finding.check, finding.severity) == ("cache.link", "warning")
+    assert "dvc config cache.type hardlink,copy" in finding.fix
 
 
 def _other_filesystem(path: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -52,3 +53,16 @@ def test_pipeline_reaches_the_report(pipeline_clone):
     assert (pipeline_clone / "plots" / "report" / "loss_curves.png").stat().st_size > 0
     table = run_in([sys.executable, "-m", "bmw.report.table"], pipeline_clone)
     assert "Test perplexity" in table
+
+
+def test_no_output_is_stored_twice(pipeline_clone):
+    """Every cached output file is the cache's own inode (a hardlink), not a copy beside it: .dvc/config's
+    `cache.type = hardlink,copy` makes `dvc repro` link directory outputs as it commits them."""
+    from dvc.repo import Repo
+
+    with Repo(str(pipeline_clone)) as repo:
+        paths = [Path(out.fs_path) for out in repo.index.outs if out.use_cache]
+    files = [f for path in paths for f in ([path] if path.is_file() else path.rglob("*")) if f.is_file()]
+    assert len(files) > 100 and any(f.name == "model.safetensors" for f in files)
+    copies = [str(f.relative_to(pipeline_clone)) for f in files if f.stat().st_nlink < 2]
+    assert not copies, copies[:10]

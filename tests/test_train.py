@@ -377,7 +377,7 @@ def test_the_embedded_pretrained_base_trains_through_the_stage_code(smollm2_dir,
                         plans_dir=root / "models" / "plans", data_dir=root / "data" / "processed")
     assert run["trained"] and run["steps"] == 2 and run["layers"] == 30 and run["backend"] == "transformers"
     eval_curve = curve(root / "metrics" / "plots" / "metrics" / "eval" / "loss.tsv")
-    assert eval_curve[-1][1] < eval_curve[0][1] < 4.0  # a pretrained model: far below ln(49152) = 10.8 from the start
+    assert eval_curve[-1][1] < eval_curve[0][1] < 5.0  # a pretrained model: far below ln(49152) = 10.8 from the start
     model, tokenizer = load_variant(out, merge=True)
     assert model.config.model_type == "llama" and model.config.tie_word_embeddings
     assert tokenizer.chat_template == (smollm2_dir / "chat_template.jinja").read_text()

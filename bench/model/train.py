@@ -18,6 +18,7 @@ from bench.model.data import synthetic_dataset
 from bench.model.flops import effective_context, flops_per_token, matmul_params, mfu
 from bench.model.shapes import build_model
 from bmw.base.tokenizer import load_tiny_tokenizer
+from bmw.models.base import compute_dtype
 from bmw.models.variant import save_variant
 from bmw.params import TrainParams, VariantParams
 from bmw.train.config import lora_config, run_config
@@ -113,7 +114,7 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
             distributed=spec.distributed,
         )
         dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
-        config = run_config(train, variant, 0, out, dtype)
+        config = run_config(train, variant, 0, out, dtype, compute_dtype(dtype, "auto"))
         # A fixed number of timed steps instead of epochs, and none of the pipeline's evaluation, checkpointing and
         # early stopping: the bench times optimizer steps.
         args = config.args

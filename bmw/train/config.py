@@ -67,7 +67,7 @@ class RunConfig:
     `args`: TRL's arguments; `peft`: the LoRA adapter to add (None: full fine-tuning, or the model carries one);
     `patience`: evaluations without improvement before stopping (None: no early stopping); `packed_attention`: the
     attention packed batches are trained with (None: the model's own); `dtype`: the weights' dtype, the one the
-    variant is saved in.
+    variant is saved in (`args.bf16` says whether the matmuls run in bfloat16 over them).
     """
 
     args: SFTConfig
@@ -77,9 +77,10 @@ class RunConfig:
     dtype: str
 
 
-def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint_dir: Path, dtype: str) -> RunConfig:
+def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint_dir: Path, dtype: str,
+               compute: str = "float32") -> RunConfig:
     return RunConfig(
-        args=sft_config(train, variant, seed, checkpoint_dir, dtype),
+        args=sft_config(train, variant, seed, checkpoint_dir, compute),
         peft=lora_config(variant) if variant.method == "lora" else None,
         patience=train.early_stopping_patience,
         packed_attention=packed_attention(train),
@@ -88,7 +89,7 @@ def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint
 
 
 def sft_config(
-    train: TrainParams, variant: VariantParams, seed: int, checkpoint_dir: Path, dtype: str
+    train: TrainParams, variant: VariantParams, seed: int, checkpoint_dir: Path, compute: str
 ) -> SFTConfig:
     """Checkpoint at every evaluation, keep the best by validation loss, log every step for the loss curves."""
     extra = cuda_fast_args(train) | distributed_args(train)
@@ -120,8 +121,8 @@ def sft_config(
         report_to="none",
         seed=seed,
         data_seed=seed,
-        # Mixed precision only where the weights already are bf16 and a GPU runs them; CPU trains in float32.
-        bf16=dtype == "bfloat16" and torch.cuda.is_available(),
+        bf16=compute == "bfloat16",  # autocast: on a GPU or an AVX-512 CPU (base.compute)
+        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 on a CPU unless told it is one
         fp16=False,
         dataloader_pin_memory=torch.cuda.is_available(),
         **extra,

@@ -9,7 +9,7 @@ from pathlib import Path
 from peft import PeftModel
 
 from bmw.io import atomic_dir, sha256_bytes, write_json
-from bmw.models.base import BASE_DIR, load_base
+from bmw.models.base import BASE_DIR, compute_dtype, load_base
 from bmw.models.plan import PLANS_DIR, load_plan, plan_path
 from bmw.models.surgery import apply_plan, decoder_layers
 from bmw.models.variant import save_variant
@@ -82,7 +82,8 @@ def train_variant(
         "layers": layers,
         "base": {"path": str(base_dir), "dtype": dtype},
     }
-    config = run_config(params.train, variant, params.seed, checkpoint_dir, dtype)
+    config = run_config(params.train, variant, params.seed, checkpoint_dir, dtype,
+                        compute_dtype(dtype, params.base.compute))
     if train_ds is None:
         log.info("%s: %s architecture (%d layers), untrained", name, model_type, layers)
         loss = validation_loss(model, tokenizer, config, eval_ds, live_dir)
