@@ -15,6 +15,16 @@ from tests.faults import LEDGER, Ledger
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """accelerate writes RANK, WORLD_SIZE and LOCAL_RANK into os.environ when it sets up a device: a test that
+    builds training arguments must not turn every later run in this process, or started by it, distributed."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def ledger() -> Ledger:
     """The fault suite's ledger (tests/faults.py)."""

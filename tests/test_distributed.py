@@ -59,7 +59,8 @@ def test_training_arguments_of_each_strategy(single_process, monkeypatch, tmp_pa
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert distributed_args(TrainParams(distributed="ddp")) == {"ddp_find_unused_parameters": False}
     assert distributed_args(TrainParams(distributed="none")) == {}
-    config = sft_config(fsdp, VariantParams(method="full"), 0, tmp_path, "bfloat16")
+    # float32: bfloat16 on a CPU sets use_cpu, and accelerate would then start a CPU process group of WORLD_SIZE
+    config = sft_config(fsdp, VariantParams(method="full"), 0, tmp_path, "float32")
     plugin = config.fsdp_plugin_args
     assert (plugin["fsdp_version"], plugin["auto_wrap_policy"], plugin["state_dict_type"]) == (
         2, "TRANSFORMER_BASED_WRAP", "FULL_STATE_DICT")

@@ -221,7 +221,7 @@ def overfit(project, tmp_path_factory):
     model, tokenizer = load_base(project / "models" / "base")
     model, figures, _ = fit(
         apply_plan(model, PLAN), tokenizer,
-        run_config(train, VariantParams(method="full", epochs=10, lr=5e-2), 42, ck, "float32"),
+        run_config(train, VariantParams(method="full", epochs=10, lr=1e-1), 42, ck, "float32"),
         load_chat_split(project / "data" / "processed" / "train.jsonl"),
         load_chat_split(project / "data" / "processed" / "validation.jsonl"),
         metrics_dir=ck.parent / "metrics", fingerprint="overfit",

@@ -56,6 +56,8 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
         runs.append(RunSpec(attn=a.attn[0], adapter_casts=True, **project["lora"]))
     if a.ablate_fused and "lora" in a.methods:
         runs.append(RunSpec(attn=a.attn[0], unfused=True, **project["lora"]))
+    if a.ablate_chunked_loss:
+        runs += [RunSpec(attn=a.attn[0], chunked_loss=True, **project[m]) for m in a.methods]
     runs += [RunSpec(attn=a.attn[0], profile=a.profile, **project[m]) for m in a.methods]
     runs += [RunSpec(attn=attn, **project[m]) for m in a.methods for attn in a.attn[1:]]
     runs += [RunSpec(type=t, attn=a.attn[0], **project[m])
@@ -138,6 +140,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ablate-liger", action="store_true", help="also run the fast path without Liger's kernels")
     p.add_argument("--ablate-casts", action="store_true",
                    help="also run the LoRA fast path with PEFT's casts of adapter inputs to fp32 (its default)")
+    p.add_argument("--ablate-chunked-loss", action="store_true",
+                   help="also run the project's path with TRL's chunked LM-head loss (on a CPU it uses the logits')")
     p.add_argument("--ablate-fused", action="store_true",
                    help="also run the LoRA fast path with PEFT's own update (scale and add outside the GEMM)")
     p.add_argument("--distributed", type=_strategies, default={},

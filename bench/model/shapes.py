@@ -1,4 +1,4 @@
-"""Bench models: the tiny Qwen3 or Qwen3-8B's exact shape with random weights made on the target device, cut to a
+"""Bench models: the tiny Qwen3, SmolLM2-135M's or Qwen3-8B's exact shape with random weights made on the target device, cut to a
 model type by the plan the prune stage makes from the params' defaults.
 
 Random weights are enough for throughput: every matmul, attention and kernel is the real size. The 8B model is
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import get_args
 
 import torch
-from transformers import PreTrainedModel, Qwen3ForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen3ForCausalLM
 
 from bmw.base.tiny import build_tiny_model, qwen3_8b_config
 from bmw.models.surgery import apply_plan
@@ -18,8 +18,15 @@ from bmw.params import ModelParams, ModelType
 from bmw.prune.plans import make_plan
 from bmw.prune.scores import layer_stats
 
-SHAPES = ("tiny", "qwen3-8b")
+SHAPES = ("tiny", "smollm2", "qwen3-8b")
 TYPES: tuple[str, ...] = get_args(ModelType)
+
+
+def smollm2_config() -> LlamaConfig:
+    """SmolLM2-135M-Instruct's architecture (the embedded default's base), for CPU timings."""
+    return LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                       num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                       rms_norm_eps=1e-5, rope_theta=100000.0, tie_word_embeddings=True)
 
 
 @torch.no_grad()
@@ -38,10 +45,13 @@ def default_plan(model: PreTrainedModel, model_type: str, seed: int = 0) -> dict
 
 def build_model(shape: str, model_type: str, device: torch.device, attn: str = "sdpa",
                 seed: int = 0) -> tuple[PreTrainedModel, dict]:
-    """A random `shape` model on `device` (tiny: float32; qwen3-8b: bf16) cut to `model_type`, and its plan."""
+    """A random `shape` model on `device` (tiny, smollm2: float32; qwen3-8b: bf16) cut to `model_type`, and its
+    plan."""
     torch.manual_seed(seed)
     if shape == "tiny":
         model = build_tiny_model(seed).to(device)
+    elif shape == "smollm2":
+        model = LlamaForCausalLM(smollm2_config()).to(device)
     elif shape == "qwen3-8b":
         with torch.device(device):
             model = Qwen3ForCausalLM._from_config(qwen3_8b_config(), dtype=torch.bfloat16)

@@ -46,6 +46,7 @@ class RunSpec:
     unfused: bool = False  # project LoRA runs: True adds the update as PEFT does, outside the GEMM (the ablation)
     distributed: str = "none"  # project runs under `accelerate launch`: train.distributed (ddp | fsdp)
     save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
+    chunked_loss: bool = False  # project runs on a CPU: True keeps TRL's chunked LM-head loss (the ablation)
 
     @property
     def name(self) -> str:
@@ -53,7 +54,8 @@ class RunSpec:
             return f"baseline/{self.method}/{self.type}"
         return (f"project/{self.method}/{self.type}/{self.attn}" + ("" if self.liger else "/no-liger")
                 + ("/adapter-casts" if self.adapter_casts else "") + ("/unfused" if self.unfused else "")
-                + ("" if self.distributed == "none" else f"/{self.distributed}"))
+                + ("" if self.distributed == "none" else f"/{self.distributed}")
+                + ("/chunked-loss" if self.chunked_loss else ""))
 
 
 class StepProfiler(TrainerCallback):
@@ -123,6 +125,7 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
         args.load_best_model_at_end = False
         args.use_liger_kernel = args.use_liger_kernel and spec.liger
         config.patience = None
+        config.logits_loss = config.logits_loss and not spec.chunked_loss
         trainer = build_trainer(model, tokenizer, config, dataset, dataset.select(range(2)))
         if spec.adapter_casts:
             set_adapter_input_casts(trainer.model, enabled=True)
