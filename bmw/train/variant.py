@@ -11,6 +11,7 @@ from peft import PeftModel
 from bmw.io import atomic_dir, sha256_bytes, write_json
 from bmw.models.base import BASE_DIR, compute_dtype, load_base
 from bmw.models.plan import PLANS_DIR, load_plan, plan_path
+from bmw.models.random_base import read_marker
 from bmw.models.surgery import apply_plan, decoder_layers
 from bmw.models.variant import save_variant
 from bmw.params import Params, ParamsError
@@ -28,11 +29,14 @@ DATA_DIR = Path("data/processed")
 
 
 def _base_identity(base_dir: Path) -> dict:
-    """Cheap identity of the base folder for the checkpoint fingerprint: its config and its files' sizes."""
-    return {
+    """Cheap identity of the base folder for the checkpoint fingerprint: its config and its files' sizes (a random
+    base: its marker, which says whose weights it makes)."""
+    identity = {
         "config": sha256_bytes((base_dir / "config.json").read_bytes()),
         "files": {p.name: p.stat().st_size for p in sorted(base_dir.iterdir()) if p.is_file()},
     }
+    marker = read_marker(base_dir)
+    return identity if marker is None else identity | {"random": marker}
 
 
 def train_variant(
@@ -68,7 +72,8 @@ def train_variant(
     if plan["type"] != model_type:
         raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
                          f"type {model_type!r}: run the prune stage again")
-    backend = resolve_backend(params.train.backend) if variant.method != "none" else "none"
+    backend = resolve_backend(params.train.backend, weights_on_disk=read_marker(base_dir) is None) \
+        if variant.method != "none" else "none"
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
     else:
