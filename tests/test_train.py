@@ -136,6 +136,8 @@ def test_training_lowers_the_loss_and_saves_the_planned_architecture(trained, pr
     assert json.loads((metrics_dir / "metrics.json").read_text()) == {"best_eval_loss": metrics["best_eval_loss"]}
     assert not (metrics_dir / "params.yaml").exists()
     assert metrics["trained"] and metrics["layers"] == 3 and metrics["type"] == "pruned"
+    # every trainable tensor moved: 3 layers of 11 + embeddings, final norm, LM head; LoRA's A and B of 3 x 7 linears
+    assert metrics["changed_tensors"] == {"full": 36, "lora": 42}[method]
     assert metrics["backend"] == "transformers" and metrics["steps"] == metrics["max_steps"] == 12
     assert metrics["epochs_run"] == 3 and metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0
 
@@ -158,6 +160,24 @@ def test_training_lowers_the_loss_and_saves_the_planned_architecture(trained, pr
     else:
         assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
     assert not (project / "models" / "checkpoints" / f"api_{method}").exists()  # removed once the variant is saved
+
+
+def test_a_run_that_changes_no_weight_fails_and_writes_no_variant(project, monkeypatch):
+    """Optimizer steps at a learning rate of 0 (the schema refuses lr 0: forced into the run's arguments, as a
+    warm-up over a run's only step makes it) leave the weights as they were: the stage fails, saying what to change."""
+    def at_lr_zero(*args, **kwargs):
+        config = run_config(*args, **kwargs)
+        config.args.learning_rate = 0.0
+        return config
+
+    monkeypatch.setattr("bmw.train.variant.run_config", at_lr_zero)
+    # early stopping ends it after 3 evaluations without improvement, at step 8 of 12
+    with pytest.raises(RuntimeError, match=r"variants.full: its 8 optimizer step\(s\) left every trainable weight as "
+                                           r"it was, nothing was trained \(learning rate 0, the first 0 of 12 steps.*"
+                                           r"Raise variants.full.epochs or variants.full.lr, or lower train.warmup_ratio"):
+        run_variant(project, "full", "lr0")
+    for folder in ("models/variants/lr0", "metrics/train/lr0", "models/checkpoints/lr0"):
+        assert not (project / folder).exists(), folder
 
 
 def test_lora_adapts_every_linear_layer_of_the_decoder(trained, project):

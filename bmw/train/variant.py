@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -107,9 +108,18 @@ def train_variant(
                                          fingerprint=fingerprint)
         if not is_main_process():
             return figures  # rank 0 of a job on several GPUs writes the variant and its metrics
+        if not figures["changed_tensors"]:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a resume would train nothing again
+            ratio = params.train.warmup_ratio
+            raise RuntimeError(
+                f"variants.{name}: its {figures['steps']} optimizer step(s) left every trainable weight as it was, "
+                f"nothing was trained (learning rate {config.args.learning_rate:g}, the first "
+                f"{math.ceil(figures['max_steps'] * ratio)} of {figures['max_steps']} steps warming up from 0 at "
+                f"train.warmup_ratio {ratio:g}). Raise variants.{name}.epochs or variants.{name}.lr, or lower "
+                "train.warmup_ratio")
         total, trainable = param_counts(model)
     run = {
-        "trained": variant.method != "none", "method": variant.method, "type": model_type, "layers": layers,
+        "trained": bool(figures["changed_tensors"]), "method": variant.method, "type": model_type, "layers": layers,
         "total_params": total, "trainable_params": trainable, "backend": backend, **figures,
     }
     with atomic_dir(metrics_dir, keep=(".gitignore",)) as metrics:
