@@ -30,7 +30,7 @@ from bmw.train.backend import resolve_backend
 from bmw.train.checkpoints import resume_point
 from bmw.train.config import ensure_packing_safe, run_config
 from bmw.train.data import load_chat_split
-from bmw.train.sft import build_trainer, fit
+from bmw.train.sft import build_trainer, fit, validation_loss
 from bmw.train.variant import train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,3 +401,22 @@ def test_the_embedded_pretrained_base_trains_through_the_stage_code(smollm2_dir,
     model, tokenizer = load_variant(out, merge=True)
     assert model.config.model_type == "llama" and model.config.tie_word_embeddings
     assert tokenizer.chat_template == (smollm2_dir / "chat_template.jinja").read_text()
+
+
+def test_the_untrained_validation_loss_gets_the_kernels_training_gets(project, tmp_path, monkeypatch):
+    """Trainer.train patches the model with Liger's kernels (use_liger_kernel: set on a CUDA GPU), Trainer.evaluate
+    alone does not: the baseline's validation loss must be computed with them too, or it differs from a trained
+    variant's with the same weights. Liger's kernels need a GPU: here the patching is recorded, not run."""
+    patched = []
+    monkeypatch.setattr("bmw.train.sft.apply_liger_kernel", lambda model, config: patched.append((model, config)))
+    params = parse_params(PARAMS)
+    config = run_config(params.train, params.variants["baseline"], 42, tmp_path / "ck", "float32")
+    model, tokenizer = load_base(project / "models" / "base")
+    model = apply_plan(model, PLAN)
+    data = load_chat_split(project / "data" / "processed" / "validation.jsonl")
+    plain = validation_loss(model, tokenizer, config, data, tmp_path / "plain")
+    assert patched == []  # no GPU, no kernels: as in training
+    config.args.use_liger_kernel = True
+    config.args.liger_kernel_config = {"fused_linear_cross_entropy": False}
+    assert validation_loss(model, tokenizer, config, data, tmp_path / "liger") == plain
+    assert [(m, c) for m, c in patched] == [(model, {"fused_linear_cross_entropy": False})]
