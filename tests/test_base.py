@@ -325,6 +325,7 @@ def test_random_qwen3_8b_has_qwen3_8bs_exact_shape(random_bases):
     assert model.dtype == torch.bfloat16 and round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == 8.19
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_a_random_base_loads_the_same_weights_every_time(random_bases, tmp_path):
     folder = random_bases["tiny"]
     before = torch.random.get_rng_state()
