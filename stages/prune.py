@@ -7,12 +7,13 @@ metrics/prune.json (model.type's sizes), metrics/layer_scores.json and plots/lay
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
 
 from bmw.io import atomic_dir, atomic_file, write_json
-from bmw.models.base import BASE_DIR, check_against_base, load_base
+from bmw.models.base import BASE_DIR, check_against_base, load_base, model_device
 from bmw.models.plan import PLANS_DIR, SUMMARY, plan_path, save_plan
 from bmw.params import load_params
 from bmw.prune.calibration import calibration_sequences
@@ -30,8 +31,12 @@ def main() -> None:
     params = load_params()
     check_against_base(params, BASE_DIR)  # before the model is loaded: layer settings against its depth, dtype
     torch.manual_seed(params.seed)
+    # cuBLAS is deterministic only with a fixed workspace; without it deterministic mode refuses its matmuls
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
-    model, tokenizer = load_base(BASE_DIR, params.base.dtype)
+    # scores and every LaCo trial are forwards over the calibration text: on the GPU when there is one
+    model, tokenizer = load_base(BASE_DIR, params.base.dtype, model_device())
+    log.info("calibration forwards on %s in %s", model.device, model.dtype)
     p = params.model
     sequences = calibration_sequences(
         TRAIN, tokenizer, p.laco.calibration_docs, p.calibration_tokens, model.config.max_position_embeddings

@@ -1,4 +1,5 @@
-"""The base stage: the tiny Qwen3 (tokenizer, template, configs) and the pretrained SmolLM2 from its GGUF (CPU)."""
+"""The base stage: the tiny Qwen3 (tokenizer, template, configs), the pretrained SmolLM2 from its GGUF and the random
+bases of a model's exact shape, through the stages that load them (CPU)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import hashlib
 import importlib.util
 import json
 import os
+import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, Qwen3ForCausalLM
+import yaml
+from transformers import AutoConfig, AutoTokenizer, Qwen3ForCausalLM
 
 from bmw.base.gguf import GGUF_NAME, GgufError, check_gguf, find_gguf, load_gguf_model
 from bmw.base.materialise import materialise_base
@@ -23,8 +27,15 @@ from bmw.base.tokenizer import (
     build_tokenizer,
     load_tiny_tokenizer,
 )
-from bmw.models.base import load_base
+from bmw.io import write_jsonl
+from bmw.models.base import base_layers, load_base
+from bmw.models.plan import load_plan
+from bmw.models.random_base import MARKER, build_random_model, read_marker, write_marker
+from bmw.models.surgery import apply_plan
+from bmw.models.variant import load_variant
 from bmw.params import BaseModelParams
+from bmw.prune.calibration import calibration_sequences
+from bmw.prune.scores import layer_stats
 from mirror.tokenizer import corpus_texts
 from tests.conftest import ROOT
 
@@ -274,3 +285,114 @@ def test_smollm2_template_renders_as_its_own_and_masks_the_assistant_turns(smoll
         masked = [t for t, keep in zip(out["input_ids"], out["assistant_masks"]) if keep]
         assert ours.decode(masked) == "".join(m["content"] + "<|im_end|>" for m in conversation
                                               if m["role"] == "assistant")
+
+
+# --- random bases: a model's exact shape with no weights on disk, made at load ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def random_bases(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("random")
+    return {shape: materialise_base(root / shape, BaseModelParams(name=f"random:{shape}"), seed=42)
+            for shape in ("tiny", "qwen3-8b")}
+
+
+def test_a_random_base_folder_holds_no_weights_and_the_embedded_tokenizer(random_bases):
+    tiny, big = random_bases["tiny"], random_bases["qwen3-8b"]
+    files = {"config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", MARKER}
+    for folder in (tiny, big):
+        assert {p.name for p in folder.iterdir()} == files
+        assert sum(p.stat().st_size for p in folder.iterdir()) < 4_000_000  # the tokenizer; Qwen3-8B's 16 GB: none
+    assert json.loads((big / MARKER).read_text()) == {"shape": "qwen3-8b", "seed": 42, "dtype": "bfloat16"}
+    assert json.loads((tiny / MARKER).read_text()) == {"shape": "tiny", "seed": 42, "dtype": "float32"}
+    digests = _digests(tiny)
+    # the tokenizer comes out the same bytes on every run: here two runs, for two shapes
+    assert {k: v for k, v in _digests(big).items() if k.startswith(("tokenizer", "chat"))} == {
+        k: v for k, v in digests.items() if k.startswith(("tokenizer", "chat"))}
+    tokenizer = AutoTokenizer.from_pretrained(tiny, local_files_only=True)
+    assert len(tokenizer) == 49152 and tokenizer.eos_token == "<|im_end|>"  # SmolLM2's
+    assert base_layers(tiny) == base_layers(big) == 36  # the depth from config.json, no weights to check
+
+
+def test_random_qwen3_8b_has_qwen3_8bs_exact_shape(random_bases):
+    folder = random_bases["qwen3-8b"]
+    config = AutoConfig.from_pretrained(folder, local_files_only=True).to_dict()
+    expected = qwen3_8b_config().to_dict()
+    ids = ("bos_token_id", "eos_token_id", "pad_token_id", "_name_or_path")
+    assert {k: v for k, v in config.items() if k not in ids} == {k: v for k, v in expected.items() if k not in ids}
+    assert [config[k] for k in ids[:3]] == [1, 2, 2]  # the tokenizer's, which Qwen3's ids would not match
+    model = build_random_model(folder, read_marker(folder), torch.device("meta"))  # shapes only, no memory
+    assert model.dtype == torch.bfloat16 and round(sum(p.numel() for p in model.parameters()) / 1e9, 2) == 8.19
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_random_base_loads_the_same_weights_every_time(random_bases, tmp_path):
+    folder = random_bases["tiny"]
+    before = torch.random.get_rng_state()
+    model, tokenizer = load_base(folder)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the seed is the marker's, the global state untouched
+    again, _ = load_base(folder)
+    half, _ = load_base(folder, "bfloat16")
+    assert model.device.type == "cpu" and not model.training and half.dtype == torch.bfloat16
+    ids = tokenizer("The BMW Group presents the new BMW iX3 in Munich.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+        assert torch.equal(again(ids).logits, logits)
+    assert all(torch.equal(t, model.state_dict()[k].to(torch.bfloat16)) for k, t in half.state_dict().items())
+    other = tmp_path / "seed7"
+    shutil.copytree(folder, other)
+    write_marker(other, "tiny", 7, "float32")
+    with torch.no_grad():
+        assert not torch.equal(load_base(other)[0](ids).logits, logits)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_random_base_runs_through_prune_train_and_eval(random_bases, tmp_path, monkeypatch):
+    """The stages' own code on `random:tiny`: each stage rebuilds the same weights from the marker (the prune
+    stage's scores and the untrained variant reproduce here), LoRA trains on them, both variants evaluate."""
+    from stages import eval as eval_stage
+    from stages import prune, train
+    from tests.test_eval import EVAL, check_outputs, write_processed
+    from tests.test_train import chat_rows
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "base").symlink_to(random_bases["tiny"])
+    data = tmp_path / "data" / "processed"
+    rng = random.Random(5)
+    write_jsonl(data / "train.jsonl", chat_rows(8, rng))
+    write_jsonl(data / "validation.jsonl", chat_rows(2, rng))
+    write_processed(data)
+    params = {
+        "base": {"name": "random:tiny"},
+        "model": {"type": "pruned", "pruned": {"keep": 4}, "calibration_tokens": 256},
+        "variants": {"baseline": {"method": "none"},
+                     "lora": {"method": "lora", "epochs": 1, "lr": 1e-2, "r": 4, "alpha": 8}},
+        "train": {"max_length": 96, "batch_size": 4, "eval_steps": 1, "warmup_ratio": 0.0},
+        "eval": EVAL,
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    try:
+        prune.main()
+    finally:
+        torch.use_deterministic_algorithms(False)  # the stage's process-wide setting
+    for name in ("baseline", "lora"):
+        train.main([name])
+        eval_stage.main([name])
+
+    base, tokenizer = load_base(tmp_path / "models" / "base")
+    sequences = calibration_sequences(data / "train.jsonl", tokenizer, 16, 256, base.config.max_position_embeddings)
+    rows = json.loads((tmp_path / "metrics" / "layer_scores.json").read_text())
+    assert [r["block_influence"] for r in rows] == [round(x, 6) for x in layer_stats(base, sequences).block_influence]
+    runs = {name: json.loads((tmp_path / "metrics" / "train" / name / "run.json").read_text())
+            for name in ("baseline", "lora")}
+    assert not runs["baseline"]["trained"] and runs["lora"]["trained"] and runs["lora"]["steps"] == 2
+    assert runs["lora"]["best_eval_loss"] < runs["baseline"]["best_eval_loss"]
+    variant, _ = load_variant(tmp_path / "models" / "variants" / "baseline")
+    planned = apply_plan(base, load_plan(tmp_path / "models" / "plans" / "baseline.json"))
+    ids = tokenizer("The BMW Group presents the new BMW iX3.", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert len(variant.model.layers) == 4 and torch.equal(variant(ids).logits, planned(ids).logits)
+    for name in ("baseline", "lora"):
+        metrics_dir = tmp_path / "metrics" / "eval" / name
+        check_outputs(metrics_dir, json.loads((metrics_dir / "details.json").read_text()))

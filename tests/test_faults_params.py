@@ -42,7 +42,7 @@ OUT_OF_RANGE: dict[str, Any] = {
     "format.style": "chat", "format.system_prompt": None, "format.split.validation": 0, "format.split.test": 1,
     "format.qa_per_article": 0, "format.mcqa_per_article": 0,
     "format.mcqa_knowledge_per_article": -1, "format.mcqa_choices": 1, "format.eval_prompts": 0,
-    "base.name": None, "base.revision": None, "base.dtype": "float8", "base.compute": "float8",
+    "base.name": "random:qwen3-9b", "base.revision": None, "base.dtype": "float8", "base.compute": "float8",
     "model.type": "prunned", "model.dropped.layers": [], "model.dropped.count": 0, "model.pruned.keep": 0,
     "model.pruned.keep_last": None, "model.pruned.score": "random", "model.laco.C": 1, "model.laco.L": -1,
     "model.laco.H": 0, "model.laco.I": 0, "model.laco.T": 1.5, "model.laco.max_compression": 0.95,

@@ -40,6 +40,8 @@ def test_embedded_default_and_real_preset_validate():
         ({"format": {"split": {"validation": 0.6, "test": 0.5}}}, "format.split: Value error"),
         ({"model": {"laco": {"merge": "mean"}}}, "model.laco.merge: Input should be 'rdsc' or 'last'"),
         ({"unknown_section": {}}, "unknown_section: unknown key"),
+        ({"base": {"name": "random:llama"}},
+         "base.name: Value error, unknown random shape; the random bases are random:qwen3-8b, random:tiny"),
     ],
 )
 def test_bad_keys_are_named(patch, expected):
@@ -78,3 +80,13 @@ def test_bad_variant_name_is_named():
     data["variants"]["Bad-Name"] = {"method": "lora"}
     with pytest.raises(ParamsError, match=r"variants.Bad-Name.\[key\]"):
         parse_params(data)
+
+
+def test_random_bases_are_named_by_shape():
+    data = _default()
+    for shape in ("qwen3-8b", "tiny"):
+        data["base"]["name"] = f"random:{shape}"
+        assert parse_params(data).base.random_shape == shape
+    for name in ("smollm2-135m-instruct", "tiny", "Qwen/Qwen3-8B"):
+        data["base"]["name"] = name
+        assert parse_params(data).base.random_shape is None

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM
 from bmw.base.tiny import build_tiny_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_jsonl
-from bmw.models.base import load_base
+from bmw.models.base import load_base, model_device
 from bmw.models.surgery import apply_plan, decoder_layers, merge_layers
 from bmw.params import LacoParams, ModelParams, ParamsError, parse_params
 from bmw.prune.calibration import calibration_sequences
@@ -284,19 +284,22 @@ def test_base_and_prune_stages_are_deterministic(tmp_path):
     write_jsonl(tmp_path / "data/processed/train.jsonl", _train_rows(3), "id")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     outputs = ["metrics/prune.json", "metrics/layer_scores.json", "plots/layer_scores.png",
-               "models/plans/laco.json", "models/plans/pruned.json"]
+               "models/plans/baseline.json", "models/plans/pruned_lora.json", "models/plans/_summary.json"]
     subprocess.run([sys.executable, "-m", "stages.base"], cwd=tmp_path, env=env, check=True)
     runs = []
     for _ in range(2):
         subprocess.run([sys.executable, "-m", "stages.prune"], cwd=tmp_path, env=env, check=True)
         runs.append({name: (tmp_path / name).read_bytes() for name in outputs})
     assert runs[0] == runs[1]
-    assert sorted(p.name for p in (tmp_path / "models/plans").iterdir()) == ["laco.json", "pruned.json"]
-    metrics = json.loads(runs[0]["metrics/prune.json"])
-    laco = json.loads(runs[0]["models/plans/laco.json"])
+    assert sorted(p.name for p in (tmp_path / "models/plans").iterdir()) == [
+        "_summary.json", "baseline.json", "pruned_lora.json"]  # one plan per variant: the plan of its type
+    metrics = json.loads(runs[0]["metrics/prune.json"])  # model.type's (laco) sizes
+    laco = json.loads(runs[0]["models/plans/baseline.json"])
+    assert laco["type"] == "laco" and json.loads(runs[0]["models/plans/pruned_lora.json"])["type"] == "pruned"
     assert metrics["layers_before"] == 36 and metrics["layers_after"] == laco["layers_after"]
-    assert metrics["by_type"]["pruned"]["layers_after"] == 24
-    assert 0 < metrics["by_type"]["pruned"]["compression"] < 1
+    summary = json.loads(runs[0]["models/plans/_summary.json"])
+    assert summary["laco"] == metrics and summary["pruned"]["layers_after"] == 24
+    assert 0 < summary["pruned"]["compression"] < 1
     rows = json.loads(runs[0]["metrics/layer_scores.json"])
     assert [r["layer"] for r in rows] == list(range(36)) and set(rows[0]) == {"layer", "block_influence", "angular"}
     assert runs[0]["plots/layer_scores.png"].startswith(b"\x89PNG")
@@ -349,3 +352,13 @@ def test_scores_on_smollm2_rank_the_first_and_last_layers_above_the_middle(smoll
     assert influence[0] == max(influence)  # the embedding-adjacent layer changes its input most
     # real structure, unlike random weights: the strongest layer dwarfs the typical one
     assert max(influence) > 10 * sorted(influence)[15]
+
+
+def test_calibration_runs_where_models_run(monkeypatch):
+    """The prune stage loads the base on `model_device()`: this process's GPU where there is one, else the CPU
+    (where every plan above is made, as before)."""
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert model_device() == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of `accelerate launch`
+    assert model_device() == torch.device("cuda", 1)

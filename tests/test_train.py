@@ -30,7 +30,7 @@ from bmw.train.backend import resolve_backend
 from bmw.train.checkpoints import resume_point
 from bmw.train.config import ensure_packing_safe, run_config
 from bmw.train.data import load_chat_split
-from bmw.train.sft import build_trainer, fit
+from bmw.train.sft import build_trainer, fit, validation_loss
 from bmw.train.variant import train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +136,8 @@ def test_training_lowers_the_loss_and_saves_the_planned_architecture(trained, pr
     assert json.loads((metrics_dir / "metrics.json").read_text()) == {"best_eval_loss": metrics["best_eval_loss"]}
     assert not (metrics_dir / "params.yaml").exists()
     assert metrics["trained"] and metrics["layers"] == 3 and metrics["type"] == "pruned"
+    # every trainable tensor moved: 3 layers of 11 + embeddings, final norm, LM head; LoRA's A and B of 3 x 7 linears
+    assert metrics["changed_tensors"] == {"full": 36, "lora": 42}[method]
     assert metrics["backend"] == "transformers" and metrics["steps"] == metrics["max_steps"] == 12
     assert metrics["epochs_run"] == 3 and metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0
 
@@ -158,6 +160,24 @@ def test_training_lowers_the_loss_and_saves_the_planned_architecture(trained, pr
     else:
         assert (out / "adapter_model.safetensors").is_file() and not (out / "model.safetensors").exists()
     assert not (project / "models" / "checkpoints" / f"api_{method}").exists()  # removed once the variant is saved
+
+
+def test_a_run_that_changes_no_weight_fails_and_writes_no_variant(project, monkeypatch):
+    """Optimizer steps at a learning rate of 0 (the schema refuses lr 0: forced into the run's arguments, as a
+    warm-up over a run's only step makes it) leave the weights as they were: the stage fails, saying what to change."""
+    def at_lr_zero(*args, **kwargs):
+        config = run_config(*args, **kwargs)
+        config.args.learning_rate = 0.0
+        return config
+
+    monkeypatch.setattr("bmw.train.variant.run_config", at_lr_zero)
+    # early stopping ends it after 3 evaluations without improvement, at step 8 of 12
+    with pytest.raises(RuntimeError, match=r"variants.full: its 8 optimizer step\(s\) left every trainable weight as "
+                                           r"it was, nothing was trained \(learning rate 0, the first 0 of 12 steps.*"
+                                           r"Raise variants.full.epochs or variants.full.lr, or lower train.warmup_ratio"):
+        run_variant(project, "full", "lr0")
+    for folder in ("models/variants/lr0", "metrics/train/lr0", "models/checkpoints/lr0"):
+        assert not (project / folder).exists(), folder
 
 
 def test_lora_adapts_every_linear_layer_of_the_decoder(trained, project):
@@ -381,3 +401,22 @@ def test_the_embedded_pretrained_base_trains_through_the_stage_code(smollm2_dir,
     model, tokenizer = load_variant(out, merge=True)
     assert model.config.model_type == "llama" and model.config.tie_word_embeddings
     assert tokenizer.chat_template == (smollm2_dir / "chat_template.jinja").read_text()
+
+
+def test_the_untrained_validation_loss_gets_the_kernels_training_gets(project, tmp_path, monkeypatch):
+    """Trainer.train patches the model with Liger's kernels (use_liger_kernel: set on a CUDA GPU), Trainer.evaluate
+    alone does not: the baseline's validation loss must be computed with them too, or it differs from a trained
+    variant's with the same weights. Liger's kernels need a GPU: here the patching is recorded, not run."""
+    patched = []
+    monkeypatch.setattr("bmw.train.sft.apply_liger_kernel", lambda model, config: patched.append((model, config)))
+    params = parse_params(PARAMS)
+    config = run_config(params.train, params.variants["baseline"], 42, tmp_path / "ck", "float32")
+    model, tokenizer = load_base(project / "models" / "base")
+    model = apply_plan(model, PLAN)
+    data = load_chat_split(project / "data" / "processed" / "validation.jsonl")
+    plain = validation_loss(model, tokenizer, config, data, tmp_path / "plain")
+    assert patched == []  # no GPU, no kernels: as in training
+    config.args.use_liger_kernel = True
+    config.args.liger_kernel_config = {"fused_linear_cross_entropy": False}
+    assert validation_loss(model, tokenizer, config, data, tmp_path / "liger") == plain
+    assert [(m, c) for m, c in patched] == [(model, {"fused_linear_cross_entropy": False})]

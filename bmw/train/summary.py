@@ -47,5 +47,5 @@ def untrained_summary(validation_loss: float) -> dict:
     return {
         "steps": 0, "max_steps": 0, "epochs_run": 0.0, "early_stopped": False, "resumed_from_step": 0,
         "best_eval_loss": validation_loss, "best_step": 0, "final_train_loss": None, "tokens_seen": 0,
-        "train_time_s": 0.0, "time_per_epoch_s": None, "tokens_per_second": None,
+        "train_time_s": 0.0, "time_per_epoch_s": None, "tokens_per_second": None, "changed_tensors": 0,
     }

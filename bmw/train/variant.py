@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from peft import PeftModel
 from bmw.io import atomic_dir, sha256_bytes, write_json
 from bmw.models.base import BASE_DIR, compute_dtype, load_base
 from bmw.models.plan import PLANS_DIR, load_plan, plan_path
+from bmw.models.random_base import read_marker
 from bmw.models.surgery import apply_plan, decoder_layers
 from bmw.models.variant import save_variant
 from bmw.params import Params, ParamsError
@@ -28,11 +30,14 @@ DATA_DIR = Path("data/processed")
 
 
 def _base_identity(base_dir: Path) -> dict:
-    """Cheap identity of the base folder for the checkpoint fingerprint: its config and its files' sizes."""
-    return {
+    """Cheap identity of the base folder for the checkpoint fingerprint: its config and its files' sizes (a random
+    base: its marker, which says whose weights it makes)."""
+    identity = {
         "config": sha256_bytes((base_dir / "config.json").read_bytes()),
         "files": {p.name: p.stat().st_size for p in sorted(base_dir.iterdir()) if p.is_file()},
     }
+    marker = read_marker(base_dir)
+    return identity if marker is None else identity | {"random": marker}
 
 
 def train_variant(
@@ -68,7 +73,8 @@ def train_variant(
     if plan["type"] != model_type:
         raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
                          f"type {model_type!r}: run the prune stage again")
-    backend = resolve_backend(params.train.backend) if variant.method != "none" else "none"
+    backend = resolve_backend(params.train.backend, weights_on_disk=read_marker(base_dir) is None) \
+        if variant.method != "none" else "none"
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
     else:
@@ -102,9 +108,18 @@ def train_variant(
                                          fingerprint=fingerprint)
         if not is_main_process():
             return figures  # rank 0 of a job on several GPUs writes the variant and its metrics
+        if not figures["changed_tensors"]:
+            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a resume would train nothing again
+            ratio = params.train.warmup_ratio
+            raise RuntimeError(
+                f"variants.{name}: its {figures['steps']} optimizer step(s) left every trainable weight as it was, "
+                f"nothing was trained (learning rate {config.args.learning_rate:g}, the first "
+                f"{math.ceil(figures['max_steps'] * ratio)} of {figures['max_steps']} steps warming up from 0 at "
+                f"train.warmup_ratio {ratio:g}). Raise variants.{name}.epochs or variants.{name}.lr, or lower "
+                "train.warmup_ratio")
         total, trainable = param_counts(model)
     run = {
-        "trained": variant.method != "none", "method": variant.method, "type": model_type, "layers": layers,
+        "trained": bool(figures["changed_tensors"]), "method": variant.method, "type": model_type, "layers": layers,
         "total_params": total, "trainable_params": trainable, "backend": backend, **figures,
     }
     with atomic_dir(metrics_dir, keep=(".gitignore",)) as metrics:
