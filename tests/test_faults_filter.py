@@ -97,6 +97,7 @@ def _project(root: Path, server: LLMServer, docs: list[dict]) -> Path:
     data = yaml.safe_load((ROOT / "params.yaml").read_text())
     data["filter"].update(enabled=True, base_url=server.base_url, model="test-model", api_key_env="OPENAI_API_KEY",
                           chunk_chars=500, concurrency=2, timeout_s=2, max_retries=1)
+    data["base"]["name"] = "tiny"  # the format stage counts tokens with the base's tokenizer
     (root / "params.yaml").write_text(yaml.safe_dump(data))
     return root
 
@@ -157,7 +158,7 @@ def test_kill_9_at_a_random_moment_then_rerun_equals_an_uninterrupted_run(refere
 
 @pytest.mark.slow
 def test_secrets_in_the_environment_reach_no_output(tmp_path, ledger):
-    """The filter (its key is OPENAI_API_KEY, sent to the endpoint) and format run with secrets in their
+    """The filter (its key is OPENAI_API_KEY, sent to the endpoint), base and format run with secrets in their
     environment; the endpoint also echoes the key in a 401 body. No file they leave holds a secret."""
     with LLMServer() as server:
         root = _project(tmp_path, server, [doc(f"T{i:07d}EN", [prose(f"s{i}", 3)]) for i in range(40)])  # 3 splits
@@ -165,6 +166,9 @@ def test_secrets_in_the_environment_reach_no_output(tmp_path, ledger):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()[-3000:]
         (root / "data" / "raw").mkdir(parents=True)
+        base = _stage(root, "stages.base")
+        _, base_err = base.communicate(timeout=300)
+        assert base.returncode == 0, base_err.decode()[-3000:]
         fmt = _stage(root, "stages.format")
         fmt_out, fmt_err = fmt.communicate(timeout=300)
         assert fmt.returncode == 0, fmt_err.decode()[-3000:]
