@@ -152,10 +152,13 @@ def test_repro_restores_from_the_run_cache_without_running_a_command(team, tmp_p
 
 
 def layers(model_dir: Path) -> int:
-    """Decoder layers of a saved variant: its config, or for a LoRA adapter the layers it adapts."""
+    """Decoder layers of a saved variant: its config, for a LoRA adapter the layers it adapts, for an untrained one
+    (base + plan, no weights) its plan's."""
     config = model_dir / "config.json"
     if config.exists():
         return json.loads(config.read_text())["num_hidden_layers"]
+    if not (model_dir / "adapter_model.safetensors").exists():
+        return json.loads((model_dir / "plan.json").read_text())["layers_after"]
     with safe_open(str(model_dir / "adapter_model.safetensors"), "pt") as tensors:
         return len({int(m.group(1)) for key in tensors.keys() if (m := re.search(r"\.layers\.(\d+)\.", key))})
 
