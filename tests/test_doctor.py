@@ -261,23 +261,25 @@ def test_secret_in_an_error_message_is_redacted(tmp_path, env):
     assert "hunter2hunter2" not in text and "http://***@127.0.0.1" in text
 
 
-def test_cache_that_copies(tmp_path, env, s3):
+def project_with_cache_type(tmp_path: Path, s3, cache_type: str) -> Path:
+    """A committed project on the S3 remote whose cache links outputs by `cache_type`."""
     repo = new_project(tmp_path / "repo")
     set_remote(repo, s3.endpoint)
     with Config(str(repo / ".dvc")).edit("repo") as conf:
-        conf["cache"]["type"] = "copy"
+        conf["cache"]["type"] = cache_type
     commit_all(repo)
+    return repo
+
+
+def test_cache_that_copies(tmp_path, env, s3):
+    repo = project_with_cache_type(tmp_path, s3, "copy")
     finding = only_problem(diagnose(repo))
     assert (finding.check, finding.severity) == ("cache.link", "warning")
     assert "twice" in finding.problem
 
 
 def test_reflink_first_where_reflinks_fail_copies_on_commit(tmp_path, env, s3):
-    repo = new_project(tmp_path / "repo")
-    set_remote(repo, s3.endpoint)
-    with Config(str(repo / ".dvc")).edit("repo") as conf:
-        conf["cache"]["type"] = "reflink,hardlink,copy"
-    commit_all(repo)
+    repo = project_with_cache_type(tmp_path, s3, "reflink,hardlink,copy")
     if by_check(diagnose(repo))["cache.link"].severity == "ok":
         pytest.skip("reflinks work on this filesystem: a commit clones, nothing is stored twice")
     finding = only_problem(diagnose(repo))
