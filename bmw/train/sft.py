@@ -115,7 +115,10 @@ def fit(
         StepDVCLive,
     )
 
-    resume = resume_point(Path(config.args.output_dir), fingerprint)
+    # the main process clears another run's checkpoints and writes the fingerprint before the others look:
+    # processes doing both at once removed each other's files
+    with config.args.main_process_first(desc="checkpoint folder"):
+        resume = resume_point(Path(config.args.output_dir), fingerprint)
     start = TrainerState.load_from_json(str(resume / "trainer_state.json")) if resume else None
     # in a job on several GPUs every process trains; only rank 0 writes the curves
     curves = [StepDVCLive(_live(metrics_dir))] if is_main_process() else []
