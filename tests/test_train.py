@@ -291,6 +291,29 @@ def test_assistant_only_loss_masks_all_but_the_assistant_turns(project, tmp_path
     assert all(ids == labels for ids, labels in labelled(False))
 
 
+def test_length_grouped_batches_come_in_an_order_set_by_the_seed_and_epoch_alone(project, tmp_path):
+    """A resumed run must see the batches the killed run would have seen: the order may not depend on the global RNG
+    (transformers' LengthGroupedSampler draws from it), and it changes from epoch to epoch."""
+    params = parse_params(PARAMS)
+    model, tokenizer = load_base(project / "models" / "base")
+    data = load_chat_split(project / "data" / "processed" / "train.jsonl")
+    config = run_config(params.train, params.variants["full"], 42, tmp_path, "float32")
+    assert config.args.train_sampling_strategy == "group_by_length"  # packing is off in PARAMS
+    trainer = build_trainer(model, tokenizer, config, data, data)
+
+    def epoch_batches(epoch: int, rng_seed: int) -> list[list[int]]:
+        loader = trainer.get_train_dataloader()
+        loader.set_epoch(epoch)  # as Trainer does before each epoch
+        torch.manual_seed(rng_seed)
+        return [(batch["input_ids"].shape[1], *batch["input_ids"].sum(1).tolist()) for batch in loader]  # rows told apart by their sums
+
+    first = epoch_batches(0, rng_seed=1)
+    assert epoch_batches(0, rng_seed=2) == first
+    assert epoch_batches(1, rng_seed=1) != first
+    widths = [batch[0] for batch in first]
+    assert widths[0] == max(widths)  # still grouped by length: the longest batch first
+
+
 def test_packing_keeps_sdpa_and_refuses_an_attention_that_mixes_examples(project):
     # SDPA gets a per-document mask from the padding-free batch's position_ids (tests/test_bench.py checks the loss)
     model, _ = load_base(project / "models" / "base")

@@ -19,6 +19,7 @@ from transformers import (
     TrainerState,
 )
 from transformers.integrations.liger import apply_liger_kernel
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 
 from bmw.train.checkpoints import KeepOnlyWhatResumeNeeds, resume_point
@@ -26,6 +27,7 @@ from bmw.train.config import RunConfig, ensure_packing_safe
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.train.fsdp_head import CompleteHeadForward
 from bmw.train.launch import is_main_process
+from bmw.train.sampler import SeededLengthGroupedSampler
 from bmw.train.summary import run_summary
 from bmw.train.weight_sums import changed, trainable_tensors, weight_sums
 
@@ -40,7 +42,19 @@ def _live(metrics_dir: Path):
     return Live(dir=str(metrics_dir), dvcyaml=None, save_dvc_exp=False, report=None)
 
 
-class LogitsLossSFTTrainer(SFTTrainer):
+class SeededOrderSFTTrainer(SFTTrainer):
+    """SFTTrainer whose length-grouped batch order is a function of the data seed and the epoch: a run resumed
+    mid-epoch skips the batches it trained on and goes on in the same order (bmw/train/sampler.py)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if not isinstance(sampler, LengthGroupedSampler):
+            return sampler
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return SeededLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+
+
+class LogitsLossSFTTrainer(SeededOrderSFTTrainer):
     """SFTTrainer whose loss is transformers' cross-entropy over the model's own logits, for hosts without Triton.
 
     TRL computes the loss with a chunked LM head that never holds the whole logits; where Triton is missing (a CPU)
@@ -75,7 +89,7 @@ def build_trainer(
     if config.args.packing:
         ensure_packing_safe(model, config.packed_attention)
     stopping = [EarlyStoppingCallback(early_stopping_patience=config.patience)] if config.patience else []
-    trainer_class = LogitsLossSFTTrainer if config.logits_loss else SFTTrainer
+    trainer_class = LogitsLossSFTTrainer if config.logits_loss else SeededOrderSFTTrainer
     trainer = trainer_class(
         model=model,
         args=config.args,
