@@ -9,6 +9,7 @@ before a stage loads a model (bmw.models.base.check_against_base).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Annotated, Literal, Union
 from urllib.parse import urlsplit
@@ -28,8 +29,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+MIRROR = "mirror:"  # scrape.source prefix of a site folder written by `bmw mirror build --out DIR`
+
+
 class ScrapeParams(Strict):
-    source: str = "bundled"  # "bundled" serves the packaged mirror on 127.0.0.1; otherwise the site's URL
+    # "bundled" serves the packaged mirror on 127.0.0.1, "mirror:DIR" a mirror built into DIR (e.g. 1,000
+    # releases); otherwise the site's URL. DVC sees the string, not DIR's files: build a changed site into a new DIR.
+    source: str = "bundled"
     until: dt.date = dt.date(2026, 12, 31)  # newest release date in the snapshot
     target: int = Field(1000, ge=1)  # at most this many articles, newest first
     concurrency: int = Field(4, ge=1, le=32)  # per domain
@@ -44,9 +50,16 @@ class ScrapeParams(Strict):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if v != "bundled" and not _is_http_url(v):
-            raise ValueError("must be 'bundled' or an http(s) URL of the press site")
+        if v.startswith(MIRROR):
+            _check_site_dir(Path(v.removeprefix(MIRROR)))
+        elif v != "bundled" and not _is_http_url(v):
+            raise ValueError("must be 'bundled', 'mirror:DIR' (a built mirror site) or the press site's http(s) URL")
         return v
+
+    @property
+    def mirror_dir(self) -> Path | None:
+        """The site folder of a `mirror:DIR` source (relative to the working directory), else None."""
+        return Path(self.source.removeprefix(MIRROR)) if self.source.startswith(MIRROR) else None
 
     @field_validator("max_pdf_mb")
     @classmethod
@@ -290,6 +303,19 @@ def parse_params(data: dict | None, source: str = "params.yaml") -> Params:
     except ValidationError as e:
         lines = "\n  ".join(_describe(err) for err in e.errors())
         raise ParamsError(f"{source} is invalid:\n  {lines}") from None
+
+
+def _check_site_dir(site: Path) -> None:
+    """A folder the mirror server can serve: what `bmw mirror build --out` writes, routes.json naming its pages."""
+    build = f"build one with `bmw mirror build --releases 1000 --out {site}`"
+    if not site.is_dir():
+        raise ValueError(f"{site}: no such folder; {build}")
+    try:
+        routes = json.loads((site / "routes.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise ValueError(f"{site} has no readable routes.json: not a built mirror site; {build}") from None
+    if not isinstance(routes, dict) or "/" not in routes:
+        raise ValueError(f"{site}/routes.json has no route '/': not a built mirror site; {build}")
 
 
 def _is_http_url(value: str) -> bool:

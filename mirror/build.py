@@ -1,6 +1,8 @@
 """Write the mirror site: HTML pages, PDFs, robots.txt and routes.json (URL path -> file, type, status).
 
-`bmw mirror build [--out DIR] [--seed N]`; the default output is the committed `mirror/site`.
+`bmw mirror build [--out DIR] [--seed N] [--releases N]`; the default output is the committed `mirror/site` (116
+releases). `--releases 1000 --out DIR` writes a scaled site of the same kind (same length spread, PDFs, bad cases)
+for runs at the real job's data volume; the scrape stage crawls it with `scrape.source: mirror:DIR`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from bmw.io import write_bytes, write_json
 from mirror import SITE_DIR, html, pdf
-from mirror.content import PER_PAGE, MirrorArticle, Release, mirror_releases
+from mirror.content import ARTICLE_COUNT, PER_PAGE, MirrorArticle, Release, mirror_releases
 
 log = logging.getLogger(__name__)
 HTML, PDF, TEXT = "text/html; charset=utf-8", "application/pdf", "text/plain; charset=utf-8"
@@ -31,9 +33,9 @@ def listing_entries(releases: tuple[Release, ...]) -> list[tuple[MirrorArticle, 
     return entries
 
 
-def site_files(seed: int = 0) -> tuple[dict[str, bytes], dict[str, dict]]:
+def site_files(seed: int = 0, count: int = ARTICLE_COUNT) -> tuple[dict[str, bytes], dict[str, dict]]:
     """Every file of the site (relative path -> bytes) and the routes that serve them."""
-    releases = mirror_releases(seed)
+    releases = mirror_releases(seed, count)
     files: dict[str, bytes] = {"robots.txt": ROBOTS.encode()}
     routes: dict[str, dict] = {"/robots.txt": {"file": "robots.txt", "type": TEXT, "status": 200}}
 
@@ -70,9 +72,12 @@ def site_files(seed: int = 0) -> tuple[dict[str, bytes], dict[str, dict]]:
     return files, dict(sorted(routes.items()))
 
 
-def build_site(out: Path = SITE_DIR, seed: int = 0) -> dict[str, dict]:
+def build_site(out: Path = SITE_DIR, seed: int = 0, count: int = ARTICLE_COUNT) -> dict[str, dict]:
     """Write the site into `out` (stale files of an earlier build are removed) and return its routes."""
-    files, routes = site_files(seed)
+    if count != ARTICLE_COUNT and Path(out).resolve() == SITE_DIR:
+        raise ValueError(f"the bundled site has {ARTICLE_COUNT} releases (dvc.lock is made from it): "
+                         f"write {count} elsewhere with --out")
+    files, routes = site_files(seed, count)
     for rel, body in sorted(files.items()):
         target = out / rel
         if not target.exists() or target.read_bytes() != body:
@@ -90,9 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="bmw mirror build", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=SITE_DIR)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--releases", type=int, default=ARTICLE_COUNT,
+                    help=f"number of releases (default {ARTICLE_COUNT}: the bundled site; another needs --out)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    build_site(args.out, args.seed)
+    try:
+        build_site(args.out, args.seed, args.releases)
+    except ValueError as e:
+        ap.error(str(e))
 
 
 if __name__ == "__main__":

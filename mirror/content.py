@@ -16,6 +16,9 @@ from mirror import corpus as C
 from mirror.layout import Block, paginate
 
 ARTICLE_COUNT = 116  # 109 good English PDFs, 1 German, 4 bad attachments, 2 HTML-only: 6 listing pages
+# A scaled site (`bmw mirror build --releases N`) keeps the bad cases among its newest 40 entries; release numbers
+# rise by 140 on average from 400,000, so 3,500 releases keep the live site's six digits (T0######EN: checked).
+MIN_RELEASES, MAX_RELEASES = 40, 3500
 PER_PAGE = 20
 FIRST_DAY, LAST_DAY = dt.date(2024, 1, 8), dt.date(2026, 10, 30)
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
@@ -159,10 +162,16 @@ def _category_context(rng: random.Random, category: str, day: dt.date) -> dict[s
 
 
 def _title_and_context(rng: random.Random, category: str, day: dt.date, taken: set[str]) -> tuple[str, dict]:
-    """A title no other article has, and the slot values it shares with its body."""
+    """A title no other article has, and the slot values it shares with its body. A category's titles run out
+    after a few dozen releases: past those (only in a scaled site) a title gets a subtitle, as live ones often do."""
     for _ in range(50):
         ctx = _category_context(rng, category, day)
         title = rng.choice(C.TITLES[category]).format(**ctx)
+        if title not in taken:
+            return title, ctx
+    for _ in range(50):
+        ctx = _category_context(rng, category, day)
+        title = f"{rng.choice(C.TITLES[category])}: {rng.choice(C.SUBTITLES)}".format(**ctx)
         if title not in taken:
             return title, ctx
     raise RuntimeError(f"no unique title left for category {category!r}")
@@ -251,15 +260,15 @@ def _pdf_blocks(rng: random.Random, article: MirrorArticle, category: str, ctx: 
     return tuple(blocks)
 
 
-def _dates(rng: random.Random) -> list[dt.date]:
+def _dates(rng: random.Random, count: int) -> list[dt.date]:
     span = (LAST_DAY - FIRST_DAY).days
-    return sorted((FIRST_DAY + dt.timedelta(days=rng.randint(0, span)) for _ in range(ARTICLE_COUNT)), reverse=True)
+    return sorted((FIRST_DAY + dt.timedelta(days=rng.randint(0, span)) for _ in range(count)), reverse=True)
 
 
-def _ids(rng: random.Random) -> list[int]:
+def _ids(rng: random.Random, count: int) -> list[int]:
     """Release numbers rise with time, with gaps, like the live site's."""
     numbers, n = [], 400_000
-    for _ in range(ARTICLE_COUNT):
+    for _ in range(count):
         n += rng.randint(20, 260)
         numbers.append(n)
     return numbers[::-1]
@@ -278,10 +287,15 @@ def _german(rng: random.Random, number: int, day: dt.date) -> tuple[MirrorArticl
 
 
 @lru_cache(maxsize=4)
-def mirror_releases(seed: int = 0) -> tuple[Release, ...]:
-    """All releases, newest first (ties by id, descending)."""
+def mirror_releases(seed: int = 0, count: int = ARTICLE_COUNT) -> tuple[Release, ...]:
+    """All releases, newest first (ties by id, descending): the bundled site's 116, or `count` of them; the
+    first 116 of a larger site are not the bundled ones (dates spread over the same period)."""
+    if not MIN_RELEASES <= count <= MAX_RELEASES:
+        raise ValueError(f"count: {count} releases, expected {MIN_RELEASES} to {MAX_RELEASES}")
     rng = random.Random(f"mirror:{seed}")
-    dates, numbers = _dates(rng), _ids(rng)
+    dates, numbers = _dates(rng, count), _ids(rng, count)
+    if numbers[0] >= 1_000_000:
+        raise ValueError(f"count: {count} releases of seed {seed} need release numbers of seven digits")
     role_at = {pos: name for name, pos in POSITIONS.items()}
     taken: set[str] = set()
     releases = []
@@ -309,14 +323,14 @@ def mirror_releases(seed: int = 0) -> tuple[Release, ...]:
     return tuple(releases)
 
 
-def mirror_articles(seed: int = 0) -> list[MirrorArticle]:
-    """All mirror articles, newest first: the ground truth of the bundled site."""
-    return [r.article for r in mirror_releases(seed)]
+def mirror_articles(seed: int = 0, count: int = ARTICLE_COUNT) -> list[MirrorArticle]:
+    """All mirror articles, newest first: the ground truth of the bundled site (or of a scaled one)."""
+    return [r.article for r in mirror_releases(seed, count)]
 
 
-def bad_cases(seed: int = 0) -> dict[str, str]:
+def bad_cases(seed: int = 0, count: int = ARTICLE_COUNT) -> dict[str, str]:
     """Each deliberate defect of the site -> the article id (article-level cases) or the URL/path involved."""
-    releases = mirror_releases(seed)
+    releases = mirror_releases(seed, count)
     out = {}
     for name, pos in POSITIONS.items():
         r = releases[pos]

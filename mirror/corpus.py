@@ -201,6 +201,18 @@ TITLES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Subtitles for a title that another release already has (scaled sites only: the bundled one never needs them)
+SUBTITLES = (
+    "next steps from {date2}",
+    "first figures for the {quarter} of {year}",
+    "{city} sets the pace",
+    "a closer look at {market}",
+    "what changes on {date}",
+    "an overview for {market} and {market2}",
+    "the update of {date}",
+    "{pct} per cent more than planned",
+)
+
 SENTENCES: dict[str, tuple[str, ...]] = {
     "model": (
         "The new {model} will be [presented to the public|shown to the press|unveiled to dealers] for the first time on {date}.",

@@ -1,10 +1,11 @@
 #!/bin/bash
 # The train stage itself on a GPU machine of the device tool (docs/benchmarks.md, "The train stage on 2 GPUs").
-# Carry .whl and .whl_stage (scripts/collect_gpu_wheels.sh --stage), data/processed, models/base
-# and models/plans. Each argument is RUN=VARIANT:STRATEGY[:BACKEND], e.g. fsdp_full=full:fsdp ddp_lora=lora:ddp
-# single=full:none plain=full:fsdp:transformers; logs and metrics go to $OUT.
+# Carry data/processed, models/base and models/plans, with the wheels of scripts/gpu_wheels.py collect (.whl1,
+# .whl2, ...: one folder a call; the script stops until all are there). Each argument is
+# RUN=VARIANT:STRATEGY[:BACKEND], e.g. fsdp_full=full:fsdp ddp_lora=lora:ddp single=full:none
+# plain=full:fsdp:transformers; logs and metrics go to $OUT.
 set -u
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl .whl_stage/*.whl
+python3 scripts/gpu_wheels.py install --target /tmp/site || exit
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 # dvclive wants a git repository with a commit; the copy on the GPU machine has none
 git config --global user.email gpu@localhost; git config --global user.name gpu

@@ -21,6 +21,7 @@ from mirror.content import (
     FIRST_DAY,
     LAST_DAY,
     _context,
+    bad_cases,
     format_date,
     mirror_articles,
     mirror_releases,
@@ -137,6 +138,31 @@ def test_committed_site_equals_a_fresh_build(tmp_path):
     assert sorted(fresh) == sorted(committed)
     assert [f for f in fresh if fresh[f] != committed[f]] == []
     assert sum(map(len, committed.values())) < 3_000_000
+
+
+@pytest.mark.slow
+def test_a_scaled_site_builds_deterministically_with_the_bundled_spread_and_other_releases(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    build_site(first, count=150)
+    mirror_releases.cache_clear()
+    build_site(second, count=150)
+    files = {p.relative_to(first).as_posix(): p.read_bytes() for p in first.rglob("*") if p.is_file()}
+    assert files == {p.relative_to(second).as_posix(): p.read_bytes() for p in second.rglob("*") if p.is_file()}
+    scaled, bundled = mirror_articles(0, 150), mirror_articles()
+    assert len({a.id for a in scaled}) == len({a.title for a in scaled}) == 150
+    assert not {a.id for a in scaled} & {a.id for a in bundled}  # other releases, not the bundled ones extended
+    assert sum(f.startswith("detail/") for f in files) == 150 and sum(f.endswith(".pdf") for f in files) == 146
+    for a in scaled:
+        assert re.fullmatch(r"T0\d{6}(EN|DE)", a.id) and 3 <= len(a.paragraphs) <= 7
+    good = [a for a in scaled if a.attachment == "pdf" and a.language == "en"]
+    assert {a.pdf_pages for a in good} == {1, 2, 3}
+    scaled_chars, bundled_chars = (sum(len(" ".join(a.paragraphs)) for a in arts) / len(arts) for arts in (good, GOOD))
+    assert abs(scaled_chars / bundled_chars - 1) < 0.15  # the bundled site's length spread
+    cases, routes = bad_cases(0, 150), json.loads(files["routes.json"])
+    assert cases["missing_attachment"] not in routes and cases["duplicate_url"] in routes
+    assert routes[cases["not_pdf_attachment"]]["type"].startswith("text/html")
+    with pytest.raises(ValueError, match="bundled site has 116 releases"):
+        build_site(SITE_DIR, count=150)
 
 
 def test_routes_point_at_files():

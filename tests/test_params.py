@@ -35,7 +35,8 @@ def test_embedded_default_and_real_preset_validate():
         ({"clean": {"extraction": "ocr"}}, "clean.extraction: Input should be 'plain' or 'layout'"),
         ({"variants": {"lora": {"method": "qlora"}}}, "variants.lora.method: Input should be 'none', 'full' or 'lora'"),
         ({"variants": {"lora": {"r": 0}}}, "variants.lora.r:"),
-        ({"scrape": {"source": "ftp://x"}}, "scrape.source: Value error, must be 'bundled' or an http(s) URL"),
+        ({"scrape": {"source": "ftp://x"}}, "scrape.source: Value error, must be 'bundled', 'mirror:DIR'"),
+        ({"scrape": {"source": "mirror:/no/such/site"}}, "scrape.source: Value error, /no/such/site: no such folder"),
         ({"eval": {"window": 64, "stride": 128}}, "eval: Value error, stride must not exceed window"),
         ({"format": {"split": {"validation": 0.6, "test": 0.5}}}, "format.split: Value error"),
         ({"model": {"laco": {"merge": "mean"}}}, "model.laco.merge: Input should be 'rdsc' or 'last'"),
@@ -90,3 +91,16 @@ def test_random_bases_are_named_by_shape():
     for name in ("smollm2-135m-instruct", "tiny", "Qwen/Qwen3-8B"):
         data["base"]["name"] = name
         assert parse_params(data).base.random_shape is None
+
+
+def test_a_mirror_source_must_be_a_built_site(tmp_path):
+    data = _default()
+    data["scrape"]["source"] = f"mirror:{tmp_path}"
+    with pytest.raises(ParamsError, match=r"scrape.source: .* no readable routes.json: not a built mirror site"):
+        parse_params(data)
+    (tmp_path / "routes.json").write_text('{"/robots.txt": {}}')
+    with pytest.raises(ParamsError, match=r"scrape.source: .* has no route '/'"):
+        parse_params(data)
+    (tmp_path / "routes.json").write_text('{"/": {"file": "overview/page-1.html", "type": "text/html", "status": 200}}')
+    assert parse_params(data).scrape.mirror_dir == tmp_path
+    assert load_params(ROOT / "params.yaml").scrape.mirror_dir is None

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bmw.io import read_jsonl, sha256_bytes
 from bmw.params import ScrapeParams
@@ -22,9 +23,10 @@ from bmw.scrape.journal import JOURNAL_NAME, Journal, read_journal
 from bmw.scrape.selectors import PageError, parse_article, parse_listing
 from bmw.scrape.settings import crawl_settings
 from bmw.scrape.state import merge
-from mirror.build import SITE_DIR
+from mirror.build import SITE_DIR, build_site
 from mirror.content import BAD_CASES, POSITIONS, mirror_articles
 from mirror.server import serve_site
+from stages import scrape as scrape_stage
 
 ROUTES = json.loads((SITE_DIR / "routes.json").read_text(encoding="utf-8"))
 ARTICLES = mirror_articles()
@@ -181,6 +183,21 @@ def test_until_and_target_bound_the_snapshot_and_a_smaller_rerun_prunes_it(tmp_p
     assert summary["articles"] == 3 and summary["failures"] == 0
     assert [r["id"] for r in read_jsonl(tmp_path / "articles.jsonl")] == sorted(a.id for a in ARTICLES[2:5])
     assert sorted(os.listdir(tmp_path / "pdfs")) == sorted(f"{a.id}_1.pdf" for a in ARTICLES[2:5])
+
+
+@pytest.mark.slow
+def test_the_stage_crawls_a_scaled_mirror_named_by_scrape_source(tmp_path, monkeypatch):
+    """`scrape.source: mirror:DIR` serves a site built by `bmw mirror build --releases N --out DIR` on 127.0.0.1."""
+    build_site(tmp_path / "site", count=150)
+    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    data["scrape"] |= {"source": "mirror:site", "until": "2026-12-31", "target": 1000, "timeout_s": 5}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    scrape_stage.main()
+    summary = json.loads(Path("data/raw/crawl.json").read_text())
+    assert summary["source"] == "mirror:site" and summary["articles"] == 150 and summary["failures"] == 5
+    assert [r["id"] for r in read_jsonl(Path("data/raw/articles.jsonl"))] == sorted(a.id for a in
+                                                                                    mirror_articles(0, 150))
 
 
 RUNNER = ("import sys; from pathlib import Path; from bmw.scrape import crawl; from bmw.params import ScrapeParams;"

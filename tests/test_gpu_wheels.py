@@ -1,0 +1,93 @@
+"""scripts/gpu_wheels.py: the Requires-Dist walk, and folders that install only once every part has arrived."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("gpu_wheels", ROOT / "scripts" / "gpu_wheels.py")
+gpu_wheels = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gpu_wheels)
+
+
+def test_walk_follows_markers_extras_and_stops_at_what_the_image_provides():
+    dists = {
+        "app": ("1.0", ["lib[fast]>=2", "torch>=2", "winonly; sys_platform == 'win32'", "old; python_version < '3.12'",
+                        "nvidia-ml-py"]),
+        "lib": ("2.1", ["speedup; extra == 'fast'", "docs-tool; extra == 'docs'", "numpy"]),
+        "speedup": ("0.3", []),
+    }
+    found = gpu_wheels.walk(dists, [Requirement("app")], fetch_pinned=None)
+    assert found == {"app": "1.0", "lib": "2.1", "speedup": "0.3"}  # torch, numpy, nvidia-*: the image's
+    with pytest.raises(SystemExit, match="lib==2.1 in the venv does not satisfy lib>=3"):
+        gpu_wheels.walk(dists, [Requirement("app"), Requirement("lib>=3")], fetch_pinned=None)
+    with pytest.raises(SystemExit, match="missing .* is not installed in the venv and not in PINNED"):
+        gpu_wheels.walk({"app": ("1.0", ["missing"])}, [Requirement("app")], fetch_pinned=None)
+
+
+def test_the_projects_roots_leave_out_what_the_gpu_machine_does_not_run():
+    names = {r.name for r in gpu_wheels.roots()}
+    assert {"dvc", "dvclive", "trl", "datasets", "pydantic", "liger-kernel", "scrapy"} <= names
+    assert not names & {"lm-eval", "dvc-s3", "unsloth"}
+
+
+def _wheel(folder: Path, name: str, requires: list[str], payload: bytes = b"") -> Path:
+    """A minimal pure-Python wheel: module `name` (VALUE = its payload's length) and its dist-info."""
+    info = f"{name}-1.0.dist-info"
+    files = {f"{name}/__init__.py": f"VALUE = {len(payload)}\n".encode(), f"{name}/data.bin": payload,
+             f"{info}/METADATA": "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+                                          *(f"Requires-Dist: {r}\n" for r in requires)]).encode(),
+             f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+
+    def record(data: bytes) -> str:
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+    rows = [f"{path},{record(data)},{len(data)}" for path, data in files.items()] + [f"{info}/RECORD,,"]
+    path = folder / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:  # stored: the sizes below are the payloads'
+        for name_, data in files.items():
+            z.writestr(name_, data)
+        z.writestr(f"{info}/RECORD", "\n".join(rows) + "\n")
+    return path
+
+
+def test_folders_install_once_every_part_is_there_and_a_split_wheel_is_put_back_together(tmp_path):
+    src, out, target = tmp_path / "src", tmp_path / "repo", tmp_path / "site"
+    src.mkdir()
+    out.mkdir()
+    wheels = [_wheel(src, "alpha", ["beta>=1"], os.urandom(3000)), _wheel(src, "beta", [], os.urandom(9000))]
+    folders = gpu_wheels.write_folders(wheels, out, max_bytes=4000)
+    assert [f.name for f in folders] == [f".whl{i}" for i in range(1, len(folders) + 1)] and len(folders) >= 3
+    assert all(sum(f.stat().st_size for f in folder.iterdir() if f.name != gpu_wheels.MANIFEST) <= 4000
+               for folder in folders)
+    assert sorted(p.name for p in out.glob(".whl*/beta-1.0-py3-none-any.whl.*")) == [
+        f"beta-1.0-py3-none-any.whl.{i:03d}" for i in range(3)]
+
+    held = folders[-1].rename(tmp_path / "held")  # not carried yet
+    assert gpu_wheels.install(out, target) == 3 and not target.exists()
+    held.rename(folders[-1])
+    assert gpu_wheels.install(out, target) == 0
+    code = "import alpha, beta; print(alpha.VALUE, beta.VALUE)"
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(target)},
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["3000", "9000"]
+    assert gpu_wheels.install(out, target) == 0  # the stamp: installed once
+
+
+def test_an_unmet_requirement_fails_the_install_naming_it(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "repo"
+    src.mkdir()
+    out.mkdir()
+    gpu_wheels.write_folders([_wheel(src, "gamma", ["no-such-package-anywhere>=1"])], out, max_bytes=10_000)
+    assert gpu_wheels.install(out, tmp_path / "site") == 1
+    assert "gamma needs no-such-package-anywhere>=1: not installed" in capsys.readouterr().err
