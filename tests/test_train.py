@@ -31,6 +31,7 @@ from bmw.train.checkpoints import resume_point
 from bmw.train.config import ensure_packing_safe, run_config
 from bmw.train.data import load_chat_split
 from bmw.train.sft import build_trainer, fit, validation_loss
+from bmw.train.summary import steady_tokens_per_second
 from bmw.train.variant import train_variant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,8 +123,8 @@ def sample_ids(tokenizer) -> torch.Tensor:
 
 METRIC_KEYS = {
     "trained", "method", "type", "layers", "total_params", "trainable_params", "train_time_s", "time_per_epoch_s",
-    "epochs_run", "steps", "tokens_seen", "tokens_per_second", "best_eval_loss", "best_step", "final_train_loss",
-    "backend",
+    "epochs_run", "steps", "tokens_seen", "tokens_per_second", "steady_tokens_per_second", "best_eval_loss",
+    "best_step", "final_train_loss", "backend",
 }
 
 
@@ -140,6 +141,7 @@ def test_training_lowers_the_loss_and_saves_the_planned_architecture(trained, pr
     assert metrics["changed_tensors"] == {"full": 36, "lora": 42}[method]
     assert metrics["backend"] == "transformers" and metrics["steps"] == metrics["max_steps"] == 12
     assert metrics["epochs_run"] == 3 and metrics["tokens_seen"] > 0 and metrics["tokens_per_second"] > 0
+    assert metrics["steady_tokens_per_second"] > 0
 
     train_curve = curve(metrics_dir / "plots" / "metrics" / "loss.tsv")
     assert [s for s, _ in train_curve] == list(range(1, 13))  # keyed by optimizer step, each once
@@ -331,6 +333,22 @@ def test_backend_auto_falls_back_to_transformers_and_unsloth_needs_cuda(caplog):
     assert resolve_backend("transformers") == "transformers"
     with pytest.raises(RuntimeError, match="train.backend: unsloth needs a CUDA GPU"):
         resolve_backend("unsloth")
+
+
+def test_the_steady_rate_leaves_out_the_first_step_and_what_follows_the_last():
+    from transformers import TrainerState
+
+    def step(n: int, seconds: float, tokens: int) -> dict:
+        return {"loss": 1.0, "step": n, "train_runtime": seconds, "num_input_tokens_seen": tokens}
+
+    # a first step of 73 s (compilation), then 5 s per 60,000 tokens, an evaluation log between
+    state = TrainerState(log_history=[step(1, 73.0, 60_000), step(2, 78.0, 120_000), {"eval_loss": 2.0, "step": 2},
+                                      step(3, 83.0, 180_000)])
+    assert steady_tokens_per_second(state) == 12_000.0
+    # resumed from a checkpoint of step 1 (its history ends there): this session's steps only, its runtime from 0
+    resumed = TrainerState(log_history=[step(1, 73.0, 60_000), step(2, 20.0, 120_000), step(3, 25.0, 180_000)])
+    assert steady_tokens_per_second(resumed, start_step=1) == 12_000.0
+    assert steady_tokens_per_second(resumed, start_step=2) is None  # one step is no rate
 
 
 def test_malformed_training_data_fails_naming_the_line(tmp_path):

@@ -85,7 +85,7 @@ def _reference_time(results: list[VariantResult], r: VariantResult) -> float | N
 
 def training_table(results: list[VariantResult]) -> str:
     header = ["Variant", "Type", "Method", "Layers", "Params", "Trainable", "Epochs", "Time/epoch (s)",
-              "Speed-up", "Tokens/s", "Best val loss", "Best step", "Final train loss"]
+              "Speed-up", "Tokens/s", "Steady tokens/s", "Best val loss", "Best step", "Final train loss"]
     rows = []
     for r in results:
         t = r.train
@@ -94,6 +94,7 @@ def training_table(results: list[VariantResult]) -> str:
         speedup = f"{ref / per_epoch:.2f}x" if per_epoch and ref else "-"
         rows.append(_arch(r) + [fmt(t.get("total_params")), fmt(t.get("trainable_params")), fmt(t.get("epochs_run"), 1),
                                 fmt(per_epoch, 1), speedup, fmt(t.get("tokens_per_second"), 0),
+                                fmt(t.get("steady_tokens_per_second"), 0),
                                 fmt(t.get("best_eval_loss"), 4), fmt(t.get("best_step")),
                                 fmt(t.get("final_train_loss"), 4)])
     return markdown_table(header, rows)
