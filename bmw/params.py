@@ -193,7 +193,24 @@ class LacoParams(Strict):
         return v
 
 
-ModelType = Literal["original", "dropped", "pruned", "laco"]
+class ReplaceMeParams(Strict):
+    count: int = Field(3, ge=1)  # consecutive layers cut and replaced by one linear map
+    # the block's first layer; auto: the block whose input and output are closest in angular distance
+    start: Union[int, Literal["auto"]] = "auto"
+    # the map has hidden-size-squared unknowns: far more calibration text than a similarity needs (SmolLM2, 3 of 30
+    # layers: 1,024 tokens fit the map worse than dropping the block; 4,096 and 16,384 are 25% and 28% better)
+    calibration_docs: int = Field(256, ge=1)
+    calibration_tokens: int = Field(16384, ge=64)
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"{v}: the map folds into the layer before the block, so the block starts at 1 or later")
+        return v
+
+
+ModelType = Literal["original", "dropped", "pruned", "laco", "replaceme"]
 MAX_LACO_COMPRESSION = 0.75
 
 
@@ -202,6 +219,7 @@ class ModelParams(Strict):
     dropped: DroppedParams = DroppedParams()
     pruned: PrunedParams = PrunedParams()
     laco: LacoParams = LacoParams()
+    replaceme: ReplaceMeParams = ReplaceMeParams()
     calibration_tokens: int = Field(4096, ge=64)
 
 
@@ -341,6 +359,14 @@ def check_type_layers(model_type: ModelType, p: ModelParams, layers: int) -> Non
     elif model_type == "pruned":
         if p.pruned.keep > layers:
             raise ParamsError(f"model.pruned.keep: {p.pruned.keep} exceeds the model's {layers} layers")
+    elif model_type == "replaceme":
+        r = p.replaceme
+        if r.count > layers - 1:
+            raise ParamsError(f"model.replaceme.count: {r.count} of the model's {layers} layers; the layer before "
+                              f"the block takes the map, so at most {layers - 1}")
+        if r.start != "auto" and r.start + r.count > layers:
+            raise ParamsError(f"model.replaceme.start: a block of {r.count} from layer {r.start} runs past the "
+                              f"model's last layer ({layers - 1})")
     elif model_type == "laco":
         c = p.laco
         if c.C > layers:

@@ -17,7 +17,7 @@ from bmw.models.base import BASE_DIR, check_against_base, load_base, model_devic
 from bmw.models.plan import PLANS_DIR, SUMMARY, plan_path, save_plan
 from bmw.params import load_params
 from bmw.prune.calibration import calibration_sequences
-from bmw.prune.plans import make_plan, parameter_counts
+from bmw.prune.plans import calibration_budget, make_plan, parameter_counts
 from bmw.prune.plots import layer_score_rows, plot_layer_scores
 from bmw.prune.scores import layer_stats
 
@@ -38,12 +38,16 @@ def main() -> None:
     model, tokenizer = load_base(BASE_DIR, params.base.dtype, model_device())
     log.info("calibration forwards on %s in %s", model.device, model.dtype)
     p = params.model
-    sequences = calibration_sequences(
-        TRAIN, tokenizer, p.laco.calibration_docs, p.calibration_tokens, model.config.max_position_embeddings
-    )
-    stats = layer_stats(model, sequences)
-    types = params.types_in_use()
-    plans = {model_type: make_plan(model_type, p, model, stats, sequences) for model_type in types}
+    calibration: dict[tuple[int, int], tuple] = {}  # (docs, tokens) -> (sequences, their layer stats)
+    for budget in [calibration_budget("original", p)] + [calibration_budget(t, p) for t in params.types_in_use()]:
+        if budget not in calibration:
+            sequences = calibration_sequences(TRAIN, tokenizer, *budget, model.config.max_position_embeddings)
+            calibration[budget] = sequences, layer_stats(model, sequences)
+    plans = {}
+    for model_type in params.types_in_use():
+        sequences, stats = calibration[calibration_budget(model_type, p)]
+        plans[model_type] = make_plan(model_type, p, model, stats, sequences)
+    stats = calibration[calibration_budget("original", p)][1]  # the shared text's scores: plotted
     by_type: dict = {}
     # installed together, once all is written
     with atomic_dir(PLANS_DIR) as tmp, atomic_file("metrics/prune.json") as prune_metrics, \

@@ -31,7 +31,7 @@ def test_embedded_default_and_real_preset_validate():
     "patch, expected",
     [
         ({"scrape": {"sourse": "bundled"}}, "scrape.sourse: unknown key"),
-        ({"model": {"type": "prunned"}}, "model.type: Input should be 'original', 'dropped', 'pruned' or 'laco'"),
+        ({"model": {"type": "prunned"}}, "model.type: Input should be 'original', 'dropped', 'pruned', 'laco' or 'replaceme'"),
         ({"clean": {"extraction": "ocr"}}, "clean.extraction: Input should be 'plain' or 'layout'"),
         ({"variants": {"lora": {"method": "qlora"}}}, "variants.lora.method: Input should be 'none', 'full' or 'lora'"),
         ({"variants": {"lora": {"r": 0}}}, "variants.lora.r:"),
@@ -40,6 +40,7 @@ def test_embedded_default_and_real_preset_validate():
         ({"eval": {"window": 64, "stride": 128}}, "eval: Value error, stride must not exceed window"),
         ({"format": {"split": {"validation": 0.6, "test": 0.5}}}, "format.split: Value error"),
         ({"model": {"laco": {"merge": "mean"}}}, "model.laco.merge: Input should be 'rdsc' or 'last'"),
+        ({"model": {"replaceme": {"start": 0}}}, "model.replaceme.start: Value error, 0: the map folds into the layer"),
         ({"unknown_section": {}}, "unknown_section: unknown key"),
         ({"base": {"name": "random:llama"}},
          "base.name: Value error, unknown random shape; the random bases are random:qwen3-8b, random:tiny"),

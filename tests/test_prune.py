@@ -19,10 +19,13 @@ from bmw.base.tiny import build_tiny_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_jsonl
 from bmw.models.base import load_base, model_device
-from bmw.models.surgery import apply_plan, decoder_layers, merge_layers
+from bmw.models.plan import load_plan, save_plan, tensors_path
+from bmw.models.variant import load_variant, save_variant
+from bmw.models.surgery import apply_plan, decoder_layers, fold_linear_map, merge_layers
 from bmw.params import LacoParams, ModelParams, ParamsError, parse_params
 from bmw.prune.calibration import calibration_sequences
 from bmw.prune.plans import layer_sources, make_plan, parameter_counts, validate
+from bmw.prune.replaceme import block_start
 from bmw.prune.scores import layer_stats
 from mirror.content import mirror_articles
 
@@ -83,6 +86,8 @@ PLANS = {
     # T low enough that the random model accepts merges, including nested ones (I < C)
     "laco_rdsc": ("laco", {"laco": {"T": 0.3, "merge": "rdsc", "L": 8, "H": 20}}),
     "laco_last": ("laco", {"laco": {"T": 0.3, "merge": "last", "C": 4, "I": 1}}),
+    "replaceme_auto": ("replaceme", {"replaceme": {"count": 4}}),
+    "replaceme_last_block": ("replaceme", {"replaceme": {"count": 2, "start": 34}}),
 }
 
 
@@ -90,7 +95,8 @@ PLANS = {
 def test_planned_model_saves_reloads_and_generates_with_cache(name, base, stats, sequences, tokenizer, tmp_path):
     model_type, model_params = PLANS[name]
     state_before = {k: v.clone() for k, v in base.state_dict().items()}
-    plan = json.loads(json.dumps(_plan(model_type, base, stats, sequences, **model_params)))  # JSON round trip
+    save_plan(tmp_path / "plan.json", _plan(model_type, base, stats, sequences, **model_params))
+    plan = load_plan(tmp_path / "plan.json")  # the round trip through the files the stages read
     assert all(torch.equal(v, state_before[k]) for k, v in base.state_dict().items())  # base untouched
     assert plan["layers_after"] < plan["layers_before"] == 36
     if model_type == "laco":
@@ -102,8 +108,8 @@ def test_planned_model_saves_reloads_and_generates_with_cache(name, base, stats,
     assert [layer.self_attn.layer_idx for layer in layers] == list(range(len(layers)))
     assert parameter_counts(base, plan)[1] == sum(p.numel() for p in model.parameters())
 
-    model.save_pretrained(tmp_path)
-    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    model.save_pretrained(tmp_path / "model")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "model").eval()
     assert reloaded.config.num_hidden_layers == plan["layers_after"]
     ids = sequences[0][:, :24]
     with torch.no_grad():
@@ -134,6 +140,83 @@ def test_drop_and_prune_keep_the_right_layers(base, stats, sequences):
     assert angular["operations"][0]["layers"] == [i for i in range(36) if not start <= i < start + 6]
     assert angular["scores"]["angular"]["block_size"] == 6
     assert _plan("original", base, stats, sequences)["operations"] == []
+
+
+def test_a_folded_linear_map_multiplies_the_projections_output():
+    torch.manual_seed(0)
+    projection, transform, x = torch.nn.Linear(6, 4), torch.randn(4, 4), torch.randn(3, 6)
+    expected = projection(x) @ transform
+    fold_linear_map(projection, transform)
+    torch.testing.assert_close(projection(x), expected)
+    with pytest.raises(ValueError, match="shape \\(5, 5\\) does not fold into a projection to 4 features"):
+        fold_linear_map(projection, torch.eye(5))
+
+
+def _block_states(model, sequences, start: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(output of layer start-1, input of layer start+count) per sequence: what the cut must keep equal."""
+    outputs = []
+    with torch.no_grad():
+        for ids in sequences:
+            states = model.get_decoder()(input_ids=ids, output_hidden_states=True, use_cache=False).hidden_states
+            outputs.append((states[start], states[start + count]))
+    return outputs
+
+
+def test_replaceme_fits_the_block_better_than_cutting_it_and_an_identity_map_is_a_cut(base, stats, sequences):
+    plan = _plan("replaceme", base, stats, sequences, replaceme={"count": 4})
+    (op,) = plan["operations"]
+    start = op["start"]
+    assert start == block_start(stats, 4) == min(range(1, 33), key=lambda s: (stats.angular_distance(4)[s], s))
+    assert plan["layers_after"] == 32 and plan["sources"][start - 1] == list(range(start - 1, start + 4))
+    # on the calibration text, layer start-1 of the new model hands on what the block handed on, more closely than
+    # the same layer without the map (which is what dropping the block does)
+    replaced = apply_plan(copy.deepcopy(base), plan)
+    target = [after for _, after in _block_states(base, sequences, start, 4)]
+    with_map = [out for out, _ in _block_states(replaced, sequences, start, 0)]
+    without = [out for out, _ in _block_states(base, sequences, start, 4)]
+    error = lambda outs: sum(float((o - t).pow(2).sum()) for o, t in zip(outs, target))  # noqa: E731
+    assert error(with_map) < 0.9 * error(without)
+    # T = I folds to nothing: the model is the base with the block dropped, weight for weight
+    identity = {**plan, "operations": [{**op, "transform": torch.eye(base.config.hidden_size)}]}
+    dropped = {"type": "dropped", "layers_before": 36, "operations": [
+        {"op": "keep", "layers": [i for i in range(36) if not start <= i < start + 4]}]}
+    folded, cut = apply_plan(copy.deepcopy(base), identity).state_dict(), apply_plan(copy.deepcopy(base), dropped)
+    assert all(torch.equal(v, folded[k]) for k, v in cut.state_dict().items())
+
+
+def test_a_plans_tensor_is_checked_when_loaded(base, stats, sequences, tmp_path):
+    path = tmp_path / "replaceme.json"
+    plan = _plan("replaceme", base, stats, sequences, replaceme={"count": 2, "start": 3})
+    save_plan(path, plan)
+    stored = json.loads(path.read_text())["operations"][0]["transform"]
+    assert stored["tensor"] == "operations.0.transform" and len(stored["sha256"]) == 64
+    assert torch.equal(load_plan(path)["operations"][0]["transform"], plan["operations"][0]["transform"])
+    other = {**plan, "operations": [{**plan["operations"][0], "transform": torch.eye(base.config.hidden_size)}]}
+    save_plan(tmp_path / "other.json", other)
+    tensors_path(tmp_path / "other.json").replace(tensors_path(path))  # another plan's tensors beside this plan
+    with pytest.raises(ValueError, match="tensor 'operations.0.transform' is missing or not the one replaceme.json"):
+        load_plan(path)
+    tensors_path(path).unlink()
+    with pytest.raises(FileNotFoundError, match="its tensors file replaceme.safetensors is missing"):
+        load_plan(path)
+
+
+def test_an_untrained_replaceme_variant_links_its_plans_tensors_and_reloads_as_planned(
+        base, stats, sequences, tokenizer, tmp_path):
+    base_dir, plan_file, variant_dir = tmp_path / "base", tmp_path / "plans" / "replaceme.json", tmp_path / "variant"
+    base.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    save_plan(plan_file, _plan("replaceme", base, stats, sequences, replaceme={"count": 2}))
+    plan = load_plan(plan_file)
+    manifest = {"name": "replaceme", "method": "none", "type": "replaceme", "layers": 34,
+                "base": {"path": str(base_dir), "dtype": "float32"}}
+    save_variant(variant_dir, None, tokenizer, manifest, plan, plan_file=plan_file)
+    # one inode for the stage's plan tensors and the variant's copy (DVC would keep a second copy as it is)
+    assert os.path.samefile(tensors_path(plan_file), variant_dir / "plan.safetensors")
+    model, _ = load_variant(variant_dir)
+    ids = sequences[0][:, :24]
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, apply_plan(copy.deepcopy(base), plan)(ids).logits)
 
 
 def test_rdsc_merge_by_hand(base):
@@ -254,6 +337,8 @@ def test_laco_steps_down_by_one_after_a_rejection(base, sequences, stats):
         ({"type": "laco", "laco": {"H": 40}}, "model.laco.H: 40 exceeds"),
         ({"type": "laco", "laco": {"L": 26, "H": 28}}, "model.laco.L: 26"),
         ({"type": "laco", "laco": {"max_compression": 0.05}}, "model.laco.max_compression"),
+        ({"type": "replaceme", "replaceme": {"count": 36}}, "model.replaceme.count: 36 .* at most 35"),
+        ({"type": "replaceme", "replaceme": {"count": 3, "start": 34}}, "model.replaceme.start: a block of 3 from"),
     ],
 )
 def test_bad_plan_params_name_the_key(model_params, key):
@@ -362,3 +447,31 @@ def test_calibration_runs_where_models_run(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("LOCAL_RANK", "1")  # the second process of `accelerate launch`
     assert model_device() == torch.device("cuda", 1)
+
+
+def _perplexity(model, sequences) -> float:
+    nll = tokens = 0.0
+    with torch.no_grad():
+        for ids in sequences:
+            nll += model(input_ids=ids, labels=ids).loss.item() * (ids.shape[-1] - 1)
+            tokens += ids.shape[-1] - 1
+    return math.exp(nll / tokens)
+
+
+def test_replaceme_on_smollm2_loses_less_than_dropping_its_block(smollm2, tmp_path):
+    """The map is fitted on one set of articles and judged on others: a real model, held-out text."""
+    model, tokenizer = smollm2
+    rows = sorted(_train_rows(70), key=lambda r: r["id"])
+    write_jsonl(tmp_path / "fit.jsonl", rows[:50])
+    write_jsonl(tmp_path / "heldout.jsonl", rows[50:])
+    fit = calibration_sequences(tmp_path / "fit.jsonl", tokenizer, docs=50, tokens=8192, max_length=512)
+    heldout = calibration_sequences(tmp_path / "heldout.jsonl", tokenizer, docs=20, tokens=4096, max_length=512)
+    params = parse_params({"model": {"type": "replaceme", "replaceme": {"count": 3}}}).model
+    plan = make_plan("replaceme", params, model, layer_stats(model, fit), fit)
+    (op,) = plan["operations"]
+    cut = {"type": "dropped", "layers_before": 30, "operations": [
+        {"op": "keep", "layers": [i for i in range(30) if not op["start"] <= i < op["start"] + 3]}]}
+    base_ppl = _perplexity(model, heldout)
+    replaced = _perplexity(apply_plan(copy.deepcopy(model), plan), heldout)
+    dropped = _perplexity(apply_plan(copy.deepcopy(model), cut), heldout)
+    assert base_ppl < replaced < 0.9 * dropped, (base_ppl, replaced, dropped)

@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import torch
+
 from bmw.io import write_json, write_jsonl
 from bmw.params import parse_params
 from bmw.report.collect import collect
@@ -56,9 +58,14 @@ def test_report_from_metric_files(tmp_path):
     laco = {"type": "laco", "layers_before": 36, "layers_after": 36, "operations": [],
             "sources": [[i] for i in range(36)],
             "trials": [{"start": 25, "original_layers": [25, 26, 27], "similarity": 0.41, "accepted": False}]}
-    pruned = {"type": "pruned", "layers_before": 36, "layers_after": 24, "sources": [[i] for i in range(24)]}
+    pruned = {"type": "pruned", "layers_before": 36, "layers_after": 24, "sources": [[i] for i in range(24)],
+              "operations": [{"op": "keep", "layers": list(range(24))}]}
+    replaceme = {"type": "replaceme", "layers_before": 36, "layers_after": 33,
+                 "sources": [[i] for i in range(20)] + [[20, 21, 22, 23]] + [[i] for i in range(24, 36)],
+                 "operations": [{"op": "linear", "start": 21, "count": 3, "transform": torch.eye(4)}]}
     text = report_markdown(results, params, figures, report_dir, {"train": {"rows": 80}},
-                           {"laco": laco, "pruned": pruned})
+                           {"laco": laco, "pruned": pruned, "replaceme": replaceme})
+    assert "| replaceme | 36 -> 33 | - | - | 21..23 into layer 20 |" in text
     assert "random weights" in text  # base.name tiny
     # the cost of the pruned type against the original one of the same method: 12 / 10 perplexity
     assert "| lora_pruned | pruned | full | 36 -> 24 | full | 12.00 (+20.0%) |" in text

@@ -3,7 +3,9 @@
 A plan's `operations` run in order, each on the layer indices of the model as it is at that point:
 - `{"op": "keep", "layers": [i, ...]}`: keep these layers, in this order (dropping and pruning);
 - `{"op": "merge", "start": l, "count": C, "rule": "rdsc"|"last", "scope": "linear"|"all"}`: replace layers
-  l..l+C-1 by one merged layer (LaCo); `scope` says which parameters merge (a plan without it merged all of them).
+  l..l+C-1 by one merged layer (LaCo); `scope` says which parameters merge (a plan without it merged all of them);
+- `{"op": "linear", "start": s, "count": n, "transform": T}`: cut layers s..s+n-1 and fold the hidden-size linear
+  map T into the MLP down projection of layer s-1 (ReplaceMe): the model keeps its architecture, n layers shallower.
 
 Architecture-generic: any Hugging Face decoder with `model.model.layers` (Llama, Qwen2, Qwen3, Mistral); only the
 depth-dependent config fields a config has are rewritten.
@@ -92,10 +94,23 @@ def merge_layers(layers: Sequence[nn.Module], rule: str, scope: str = "all") -> 
     return merged
 
 
+@torch.no_grad()
+def fold_linear_map(projection: nn.Linear, transform: torch.Tensor) -> None:
+    """Make `projection` output y T instead of y: with y = x W^T + b, y T = x (T^T W)^T + b T (in float64)."""
+    if transform.shape != (projection.out_features, projection.out_features):
+        raise ValueError(f"a linear map of shape {tuple(transform.shape)} does not fold into a projection to "
+                         f"{projection.out_features} features")
+    t = transform.to(projection.weight.device, torch.float64)
+    projection.weight.copy_((t.T @ projection.weight.double()).to(projection.weight.dtype))
+    if projection.bias is not None:
+        projection.bias.copy_((projection.bias.double() @ t).to(projection.bias.dtype))
+
+
 def _check_indices(op: dict, indices: Sequence[int], n: int) -> None:
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
-        raise ValueError(f"plan operation {op}: layer(s) {bad} out of range for a model with {n} layers")
+        shown = {k: v for k, v in op.items() if not isinstance(v, torch.Tensor)}
+        raise ValueError(f"plan operation {shown}: layer(s) {bad} out of range for a model with {n} layers")
 
 
 def apply_operation(model: PreTrainedModel, op: dict) -> PreTrainedModel:
@@ -116,7 +131,14 @@ def apply_operation(model: PreTrainedModel, op: dict) -> PreTrainedModel:
             layers[:start] + [merged] + layers[start + count :],
             types[: start + 1] + types[start + count :],
         )
-    raise ValueError(f"plan operation {op}: unknown op (expected 'keep' or 'merge')")
+    if op.get("op") == "linear":
+        start, count = int(op["start"]), int(op["count"])
+        _check_indices(op, [start - 1, start + count - 1], len(layers))
+        if not isinstance(op.get("transform"), torch.Tensor):
+            raise ValueError(f"plan operation linear at {start}: no transform tensor (load the plan with load_plan)")
+        fold_linear_map(layers[start - 1].mlp.down_proj, op["transform"])
+        return set_layers(model, layers[:start] + layers[start + count :], types[:start] + types[start + count :])
+    raise ValueError(f"plan operation {op.get('op')!r}: unknown op (expected 'keep', 'merge' or 'linear')")
 
 
 def apply_plan(model: PreTrainedModel, plan: dict) -> PreTrainedModel:

@@ -2,7 +2,7 @@
 
 Layout of `models/variants/<name>/`:
 - `variant.json`: name, method, type, layers, format (`full` | `lora` | `base`) and the base reference;
-- `plan.json`: the layer plan the architecture was derived with;
+- `plan.json`: the layer plan the architecture was derived with (`plan.safetensors` beside it: a plan's tensors);
 - `full`: `config.json` + `model.safetensors` of the derived architecture (its `num_hidden_layers` = layers);
 - `lora`: `adapter_config.json` + `adapter_model.safetensors`, rebuilt on base + plan;
 - `base` (an untrained variant): no weights at all, rebuilt as base + plan: its weights are the base's, and a copy
@@ -25,7 +25,7 @@ from transformers import (
 
 from bmw.io import atomic_dir, write_json
 from bmw.models.base import load_base
-from bmw.models.plan import load_plan
+from bmw.models.plan import load_plan, save_plan
 from bmw.models.surgery import apply_plan
 
 MANIFEST = "variant.json"
@@ -39,15 +39,21 @@ def save_variant(
     manifest: dict,
     plan: dict,
     state_dict: dict | None = None,
+    plan_file: Path | None = None,
 ) -> None:
     """`model` is a PeftModel for LoRA (the adapter alone is saved), a plain model (full safetensors) or None for
-    an untrained variant (base + plan); `state_dict`: its weights gathered from the processes of an FSDP job."""
+    an untrained variant (base + plan); `state_dict`: its weights gathered from the processes of an FSDP job;
+    `plan_file`: where `plan` was loaded from (its tensors are linked from there, not stored again)."""
     fmt = "base" if model is None else "lora" if isinstance(model, PeftModel) else "full"
+    if isinstance(model, PeftModel):  # PEFT writes a set in the process's string-hash order: bytes would vary
+        for config in model.peft_config.values():
+            if isinstance(config.target_modules, set):
+                config.target_modules = sorted(config.target_modules)
     with atomic_dir(out_dir) as tmp:
         if model is not None:
             model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / PLAN, plan)
+        save_plan(tmp / PLAN, plan, tensors_from=plan_file)
         write_json(tmp / MANIFEST, {**manifest, "format": fmt})
 
 

@@ -5,7 +5,7 @@ A plan is a JSON-able dict:
    "operations" (replayed in order by `surgery.apply_plan`), "sources" (the original layers inside each
    resulting layer), "scores": {"block_influence": [per layer], "angular": {"block_size": n, "distance": [...]}},
    "calibration": {"documents", "tokens"}, and for LaCo "trials": [{"start", "original_layers", "similarity",
-   "accepted"}]}
+   "accepted"}]}; a replaceme plan's operation carries its linear map (saved beside the JSON: `bmw.models.plan`)
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from bmw.models.surgery import decoder_layers
 from bmw.params import ModelParams, ModelType, ParamsError, check_type_layers
 from bmw.prune.laco import laco_merges
+from bmw.prune.replaceme import replaceme_operations
 from bmw.prune.scores import LayerStats
 
 
@@ -58,10 +59,18 @@ def layer_sources(layers: int, operations: Sequence[dict]) -> list[list[int]]:
     for op in operations:
         if op["op"] == "keep":
             sources = [sources[i] for i in op["layers"]]
-        else:
-            s, c = op["start"], op["count"]
+        else:  # a merge, or a linear map standing for layers start..start+count-1 inside layer start-1
+            s, c = (op["start"], op["count"]) if op["op"] == "merge" else (op["start"] - 1, op["count"] + 1)
             sources[s : s + c] = [sorted(i for group in sources[s : s + c] for i in group)]
     return sources
+
+
+def calibration_budget(model_type: ModelType, p: ModelParams) -> tuple[int, int]:
+    """(documents, tokens) of calibration text a type's plan is made on: ReplaceMe's map needs its own, larger,
+    budget; every other type shares `model.laco.calibration_docs` / `model.calibration_tokens`."""
+    if model_type == "replaceme":
+        return p.replaceme.calibration_docs, p.replaceme.calibration_tokens
+    return p.laco.calibration_docs, p.calibration_tokens
 
 
 def make_plan(
@@ -88,6 +97,9 @@ def make_plan(
     elif model_type == "laco":
         params = p.laco.model_dump()
         operations, trials = laco_merges(model, sequences, p.laco)
+    elif model_type == "replaceme":
+        params = p.replaceme.model_dump()
+        operations = replaceme_operations(model, sequences, stats, p.replaceme.count, p.replaceme.start)
     else:
         raise ParamsError(f"model.type: unknown type {model_type!r}")
     sources = layer_sources(layers, operations)
@@ -97,7 +109,7 @@ def make_plan(
         scores["angular"] = {"block_size": removed, "distance": [round(x, 6) for x in stats.angular_distance(removed)]}
     plan = {
         "type": model_type,
-        "params": params | {"calibration_tokens": p.calibration_tokens},
+        "params": {"calibration_tokens": p.calibration_tokens} | params,  # replaceme's own budget wins
         "layers_before": layers,
         "layers_after": len(sources),
         "operations": operations,

@@ -1,7 +1,7 @@
 """The cross-type table: every variant of every `model.type`, read from DVC experiments.
 
 `bmw experiments --run` queues one experiment per model type and runs them
-(`dvc exp run --queue -S model.type=original,dropped,pruned,laco`, then `dvc exp run --run-all`);
+(`dvc exp run --queue -S model.type=original,dropped,pruned,laco,replaceme`, then `dvc exp run --run-all`);
 without `--run` it only prints the table of the experiments already there.
 """
 
@@ -14,7 +14,7 @@ import subprocess
 from bmw.params import ModelType
 from bmw.report.tables import fmt, markdown_table
 
-TYPES: tuple[ModelType, ...] = ("original", "dropped", "pruned", "laco")
+TYPES: tuple[ModelType, ...] = ("original", "dropped", "pruned", "laco", "replaceme")
 COLUMNS = [("Test perplexity ↓", "perplexity", 2), ("Knowledge MCQA ↑", "mcqa_knowledge_acc", 3),
            ("Held-out MCQA ↑", "mcqa_heldout_acc", 3), ("Semantic entropy ↓", "semantic_entropy", 3)]  # header, key of metrics/eval/<variant>/metrics.json, digits
 

@@ -172,10 +172,13 @@ def plans_table(plans: dict[str, dict]) -> str:
         merged = [s for s in plan.get("sources", []) if len(s) > 1]
         kept = {i for s in plan.get("sources", []) for i in s}
         dropped = sorted(set(range(plan["layers_before"])) - kept)
+        linear = [op for op in plan["operations"] if op["op"] == "linear"]
         rows.append([model_type, f"{plan['layers_before']} -> {plan['layers_after']}",
                      ", ".join(map(str, dropped)) or "-",
-                     "; ".join(f"{s[0]}..{s[-1]}" for s in merged) or "-"])
-    return markdown_table(["Type", "Layers", "Removed layers", "Merged layers"], rows)
+                     "-" if linear else "; ".join(f"{s[0]}..{s[-1]}" for s in merged) or "-",
+                     "; ".join(f"{op['start']}..{op['start'] + op['count'] - 1} into layer {op['start'] - 1}"
+                               for op in linear) or "-"])
+    return markdown_table(["Type", "Layers", "Removed layers", "Merged layers", "Replaced by a linear map"], rows)
 
 
 def laco_trials_table(plan: dict) -> str:

@@ -8,9 +8,11 @@ import re
 import shutil
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
 
 from bmw.io import sha256_bytes, write_json
+from bmw.models.plan import tensor_sha256
 from bmw.models.weights import tensor_names
 
 log = logging.getLogger(__name__)
@@ -21,7 +23,10 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 def run_fingerprint(parts: dict) -> str:
     """A hash of everything that defines a run (params, base, plan, data): checkpoints resume only into the same run."""
-    return sha256_bytes(json.dumps(parts, sort_keys=True, default=str).encode("utf-8"))
+    def encode(value):  # a plan's tensors by their content, not their abbreviated repr
+        return tensor_sha256(value) if isinstance(value, torch.Tensor) else str(value)
+
+    return sha256_bytes(json.dumps(parts, sort_keys=True, default=encode).encode("utf-8"))
 
 
 def _complete(path: Path) -> bool:

@@ -126,7 +126,8 @@ def train_variant(
         shutil.copytree(live_dir / "plots", metrics / "plots")
         write_json(metrics / "run.json", run)
         write_json(metrics / "metrics.json", {"best_eval_loss": run["best_eval_loss"]})
-        save_variant(out_dir, model, tokenizer, manifest, plan, state_dict)  # installed first, the metrics right after
+        # installed first, the metrics right after
+        save_variant(out_dir, model, tokenizer, manifest, plan, state_dict, plan_file=plan_path(name, plans_dir))
     if checkpoint_dir.exists():
         shutil.rmtree(checkpoint_dir)  # the run is complete: its checkpoints have no further use
     log.info("%s: wrote %s and %s", name, out_dir, metrics_dir)
