@@ -20,6 +20,7 @@ from bmw.base.tiny import build_tiny_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.eval.evaluate import evaluate_model, evaluate_variant
 from bmw.eval.generation import generate, render_prompt, split_thinking
+from bmw.eval.qa_generation import answer_tokens, token_f1
 from bmw.eval.multiple_choice import (
     choice_metrics,
     encode_pair,
@@ -243,10 +244,26 @@ def test_sampling_is_seeded(model, tok):
     ("plain answer ", "", "plain answer"),
     ("<think>still reasoning when max_new_tokens ran out", "still reasoning when max_new_tokens ran out", ""),
     ("reasoning opened by the prompt</think>\n\nanswer", "reasoning opened by the prompt", "answer"),
+    ("Sure. <think>hmm</think>Yes.", "hmm", "Sure. Yes."),  # what comes before the block is not lost
     ("", "", ""),
 ])
 def test_split_thinking(text, thinking, answer):
     assert split_thinking(text) == (thinking, answer)
+
+
+@pytest.mark.parametrize("prediction,reference,f1", [
+    ("In Debrecen, Hungary.", "in debrecen hungary", 1.0),  # case, punctuation
+    ("The plant is in Debrecen.", "Debrecen", 0.4),  # precision 1/4 (articles dropped), recall 1
+    ("Munich", "Debrecen", 0.0),
+    ("", "", 1.0),
+    ("", "Debrecen", 0.0),
+])
+def test_token_f1_by_hand(prediction, reference, f1):
+    assert token_f1(prediction, reference) == pytest.approx(f1)
+
+
+def test_answer_tokens_drop_articles_and_unicode_punctuation():
+    assert answer_tokens("The BMW iX3 – a car “built” in Debrecen…") == ["bmw", "ix3", "car", "built", "in", "debrecen"]
 
 
 def test_thinking_switch_reaches_the_template(tok):
@@ -392,7 +409,18 @@ def test_multiple_choice_equals_lm_evaluation_harness(model, tok, monkeypatch):
 
     monkeypatch.chdir(LM_EVAL_TASKS)  # the task's data_files path is relative to the working directory
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    results = run_tasks(model, tok, ["bmw_local_mc"], batch_size=4, include_path=LM_EVAL_TASKS, log_samples=True)
+    rows_per_call: list[int] = []
+    count = model.register_forward_pre_hook(
+        lambda m, args, kwargs: rows_per_call.append((args[0] if args else kwargs["input_ids"]).shape[0]),
+        with_kwargs=True)
+    try:
+        results = run_tasks(model, tok, ["bmw_local_mc"], batch_size=4, include_path=LM_EVAL_TASKS,
+                            log_samples=True)
+    finally:
+        count.remove()
+    # the batch size reaches the model: given to simple_evaluate instead of HFLM it is ignored for an in-memory
+    # model, which then scores one request per forward
+    assert max(rows_per_call) == 4
     harness = task_metrics(results)["bmw_local_mc"]
     docs = read_jsonl(LM_EVAL_TASKS / "bmw_local_mc.jsonl")
     # the task's prompt: doc_to_text, target_delimiter " ", each choice as the continuation
@@ -446,7 +474,8 @@ def check_outputs(metrics_dir: Path, metrics: dict) -> None:
     headline = json.loads((metrics_dir / "metrics.json").read_text())
     assert list(headline.items()) == [
         ("perplexity", metrics["perplexity"]["ppl"]), ("mcqa_knowledge_acc", metrics["mcqa_knowledge"]["acc"]),
-        ("mcqa_heldout_acc", metrics["mcqa"]["acc"]), ("semantic_entropy", metrics["semantic_entropy"]["discrete"])]
+        ("mcqa_heldout_acc", metrics["mcqa"]["acc"]), ("semantic_entropy", metrics["semantic_entropy"]["discrete"]),
+        ("qa_token_f1", metrics["qa_generation"]["token_f1"])]
     assert json.loads((metrics_dir / "run.json").read_text())["eval_time_s"] > 0
     for key in ("perplexity", "perplexity_assistant"):
         assert set(metrics[key]) == {"ppl", "nll", "tokens", "bits_per_byte"}
@@ -458,6 +487,10 @@ def check_outputs(metrics_dir: Path, metrics: dict) -> None:
     assert metrics["mcqa"]["by_type"]["figure"]["n"] == 2 and set(metrics["mcqa"]["by_type"]["place"]) == {
         "acc", "acc_norm", "n"}
     assert metrics["qa_loglik"]["n"] == 1 and metrics["qa_loglik"]["mean"] < 0
+    (answer,) = read_jsonl(metrics_dir / "qa_answers.jsonl")
+    assert (answer["id"], answer["reference"]) == ("q1", "In Debrecen, Hungary.")
+    assert metrics["qa_generation"] == {"token_f1": answer["token_f1"], "n": 1}
+    assert answer["token_f1"] == pytest.approx(token_f1(answer["answer"], "In Debrecen, Hungary."))
     generations = read_jsonl(metrics_dir / "generations.jsonl")
     assert [g["id"] for g in generations] == ["T00EN", "T01EN"]
     assert all({"text", "thinking", "answer", "prompt", "tokens"} <= set(g) for g in generations)
@@ -499,6 +532,6 @@ def test_eval_stage_on_a_saved_variant(model, tok, tmp_path):
     run = subprocess.run([sys.executable, "-m", "stages.eval", "baseline"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "eval [5/5] qa log-likelihood" in run.stderr
+    assert "eval [5/6] qa log-likelihood" in run.stderr and "eval [6/6] qa answers" in run.stderr
     metrics_dir = tmp_path / "metrics" / "eval" / "baseline"
     check_outputs(metrics_dir, json.loads((metrics_dir / "details.json").read_text()))

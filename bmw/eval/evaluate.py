@@ -3,7 +3,7 @@
 - `metrics.json`: the headline figures, the DVC metrics that `dvc exp show` and `dvc metrics diff` compare;
 - `details.json`: every figure (perplexity of the assistant turns, MCQA by question type, ...), for the report;
 - `run.json`: how long each part took (wall clock: not a metric, not in git);
-- `generations.jsonl`, `semantic_entropy.jsonl`, `mcqa_items.jsonl`: per-item results.
+- `generations.jsonl`, `semantic_entropy.jsonl`, `mcqa_items.jsonl`, `qa_answers.jsonl`: per-item results.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from bmw.eval.generation import generate, render_prompt
 from bmw.eval.lm_eval_tasks import run_tasks, task_metrics
 from bmw.eval.multiple_choice import evaluate_mcqa, qa_loglik
+from bmw.eval.qa_generation import qa_generation
 from bmw.eval.perplexity import evaluate_perplexity
 from bmw.eval.semantic_entropy import semantic_entropy
 from bmw.io import read_jsonl, write_json, write_jsonl
@@ -47,6 +48,7 @@ def headline(details: dict) -> dict:
         "mcqa_knowledge_acc": details.get("mcqa_knowledge", {}).get("acc"),
         "mcqa_heldout_acc": details["mcqa"]["acc"],
         "semantic_entropy": details["semantic_entropy"]["discrete"],
+        "qa_token_f1": details.get("qa_generation", {}).get("token_f1"),
     }
     return {name: value for name, value in figures.items() if value is not None}
 
@@ -59,7 +61,7 @@ def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir
     p, system = params.eval, params.format.system_prompt or None
     data = read_inputs(data_dir)
     conversations = [row["messages"] for row in data["test"]]
-    parts = ["perplexity", "generation", "semantic entropy", "multiple choice", "qa log-likelihood"]
+    parts = ["perplexity", "generation", "semantic entropy", "multiple choice", "qa log-likelihood", "qa answers"]
     parts += ["lm-eval"] if p.lm_eval_tasks else []
     step = iter(range(1, len(parts) + 1))
     began: dict[str, float] = {}  # part -> start time
@@ -101,6 +103,10 @@ def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir
 
     progress("qa log-likelihood")
     metrics["qa_loglik"] = qa_loglik(model, tokenizer, data["qa_reference"], system=system, batch_size=p.batch_size)
+
+    progress("qa answers")
+    metrics["qa_generation"], qa_rows = qa_generation(model, tokenizer, data["qa_reference"], p, system, params.seed)
+    write_jsonl(metrics_dir / "qa_answers.jsonl", qa_rows, sort_key="id")
 
     if p.lm_eval_tasks:
         progress("lm-eval")

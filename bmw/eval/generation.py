@@ -25,13 +25,14 @@ class Generation:
 def split_thinking(text: str) -> tuple[str, str]:
     """Split Qwen3 output into (thinking, answer).
 
-    `<think>a</think>b` -> ("a", "b"); an unclosed `<think>` (cut by max_new_tokens) is all thinking; a bare
-    `</think>` (the template opened the block in the prompt) ends the thinking; no tags -> ("", text).
+    `<think>a</think>b` -> ("a", "b"); text written before the block is answer too: `x <think>a</think>b` ->
+    ("a", "x b"); an unclosed `<think>` (cut by max_new_tokens) is all thinking; a bare `</think>` (the template
+    opened the block in the prompt) ends the thinking; no tags -> ("", text).
     """
     if THINK_CLOSE in text:
-        head, _, answer = text.partition(THINK_CLOSE)
-        thinking = head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
-        return thinking.strip(), answer.strip()
+        head, _, after = text.partition(THINK_CLOSE)
+        before, _, thinking = head.partition(THINK_OPEN) if THINK_OPEN in head else ("", "", head)
+        return thinking.strip(), " ".join(part.strip() for part in (before, after) if part.strip())
     if THINK_OPEN in text:
         before, _, thinking = text.partition(THINK_OPEN)
         return thinking.strip(), before.strip()

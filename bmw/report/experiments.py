@@ -16,7 +16,8 @@ from bmw.report.tables import fmt, markdown_table
 
 TYPES: tuple[ModelType, ...] = ("original", "dropped", "pruned", "laco", "replaceme")
 COLUMNS = [("Test perplexity ↓", "perplexity", 2), ("Knowledge MCQA ↑", "mcqa_knowledge_acc", 3),
-           ("Held-out MCQA ↑", "mcqa_heldout_acc", 3), ("Semantic entropy ↓", "semantic_entropy", 3)]  # header, key of metrics/eval/<variant>/metrics.json, digits
+           ("Held-out MCQA ↑", "mcqa_heldout_acc", 3), ("Semantic entropy ↓", "semantic_entropy", 3),
+           ("QA answer F1 ↑", "qa_token_f1", 3)]  # header, key of metrics/eval/<variant>/metrics.json, digits
 
 
 def _runs(exp_show: list[dict]) -> list[tuple[str, dict]]:

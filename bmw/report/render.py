@@ -16,6 +16,7 @@ BAR_METRICS = [
     ("Knowledge MCQA acc (higher is better)", "eval.mcqa_knowledge.acc"),
     ("Held-out MCQA acc (higher is better)", "eval.mcqa.acc"),
     ("QA log-likelihood (higher is better)", "eval.qa_loglik.mean"),
+    ("QA answer token F1 (higher is better)", "eval.qa_generation.token_f1"),
 ]
 
 

@@ -48,6 +48,7 @@ VARIANT_COLUMNS: list[Column] = [
     ("Held-out MCQA ↑", "eval.mcqa.acc", 3, False),
     ("Held-out acc_norm ↑", "eval.mcqa.acc_norm", 3, False),
     ("QA log-lik ↑", "eval.qa_loglik.mean", 4, False),
+    ("QA answer F1 ↑", "eval.qa_generation.token_f1", 3, False),
 ]
 
 
