@@ -158,11 +158,8 @@ def pip_download(python: str, specs: list[str], dest: Path) -> None:
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def split(wheel: Path, max_bytes: int) -> list[Path]:
