@@ -11,7 +11,7 @@ def _data(type_: str, ppl_lora: float, ppl_full: float) -> dict:
         "metrics": {
             "metrics/eval/full/metrics.json": {"data": {"perplexity": ppl_full}},
             "metrics/eval/lora/metrics.json": {"data": {"perplexity": ppl_lora, "mcqa_heldout_acc": 0.25,
-                                                        "semantic_entropy": 0.5}},
+                                                        "semantic_entropy": 0.5, "qa_token_f1": 0.31}},
         },
     }
 
@@ -31,6 +31,6 @@ def test_rows_per_type_and_variant_newest_run_wins():
     names = [r[0] for r in rows]
     assert names == ["original/full", "original/lora", "dropped/dropped_lora", "pruned/full", "pruned/lora",
                      "laco/full", "laco/lora"]
-    assert rows[0] == ["original/full", "main", "5.59", "-", "-", "-"]
-    assert rows[4] == ["pruned/lora", "loamy-awls", "14.96", "-", "0.250", "0.500"]
+    assert rows[0] == ["original/full", "main", "5.59", "-", "-", "-", "-"]
+    assert rows[4] == ["pruned/lora", "loamy-awls", "14.96", "-", "0.250", "0.500", "0.310"]
     assert "older-pruned" not in cross_type_table(EXP_SHOW)
