@@ -16,10 +16,8 @@ from bmw.io import atomic_dir, atomic_file, write_json
 from bmw.models.base import BASE_DIR, check_against_base, load_base, model_device
 from bmw.models.plan import PLANS_DIR, SUMMARY, plan_path, save_plan
 from bmw.params import load_params
-from bmw.prune.calibration import calibration_sequences
-from bmw.prune.plans import calibration_budget, make_plan, parameter_counts
+from bmw.prune.plans import make_plans, parameter_counts
 from bmw.prune.plots import layer_score_rows, plot_layer_scores
-from bmw.prune.scores import layer_stats
 
 TRAIN = Path("data/processed/train.jsonl")
 
@@ -38,16 +36,7 @@ def main() -> None:
     model, tokenizer = load_base(BASE_DIR, params.base.dtype, model_device())
     log.info("calibration forwards on %s in %s", model.device, model.dtype)
     p = params.model
-    calibration: dict[tuple[int, int], tuple] = {}  # (docs, tokens) -> (sequences, their layer stats)
-    for budget in [calibration_budget("original", p)] + [calibration_budget(t, p) for t in params.types_in_use()]:
-        if budget not in calibration:
-            sequences = calibration_sequences(TRAIN, tokenizer, *budget, model.config.max_position_embeddings)
-            calibration[budget] = sequences, layer_stats(model, sequences)
-    plans = {}
-    for model_type in params.types_in_use():
-        sequences, stats = calibration[calibration_budget(model_type, p)]
-        plans[model_type] = make_plan(model_type, p, model, stats, sequences)
-    stats = calibration[calibration_budget("original", p)][1]  # the shared text's scores: plotted
+    plans, stats = make_plans(model, tokenizer, TRAIN, params.types_in_use(), p)
     by_type: dict = {}
     # installed together, once all is written
     with atomic_dir(PLANS_DIR) as tmp, atomic_file("metrics/prune.json") as prune_metrics, \

@@ -73,6 +73,7 @@ def save_plan(path: str | Path, plan: dict, tensors_from: str | Path | None = No
     inode (DVC leaves a second copy of bytes it has already cached as it is: 67 MB per variant at Qwen3-8B's
     size)."""
     tensors: dict[str, torch.Tensor] = {}
+    hashes: dict[str, str] = {}
     operations = []
     for k, op in enumerate(plan["operations"]):
         op = dict(op)
@@ -80,20 +81,22 @@ def save_plan(path: str | Path, plan: dict, tensors_from: str | Path | None = No
             if isinstance(value, torch.Tensor):
                 key = f"operations.{k}.{field}"
                 tensors[key] = value.detach().to("cpu", torch.float32).contiguous()
-                op[field] = {"tensor": key, "sha256": tensor_sha256(value)}
+                hashes[key] = tensor_sha256(tensors[key])
+                op[field] = {"tensor": key, "sha256": hashes[key]}
         operations.append(op)
-    if tensors and not _link_same(tensors_from, tensors, tensors_path(path)):
+    if tensors and not _link_same(tensors_from, hashes, tensors_path(path)):
         with atomic_file(tensors_path(path)) as tmp:
             save_file(tensors, str(tmp))
     write_json(path, {**plan, "operations": operations})
 
 
-def _link_same(plan_file: str | Path | None, tensors: dict[str, torch.Tensor], target: Path) -> bool:
+def _link_same(plan_file: str | Path | None, hashes: dict[str, str], target: Path) -> bool:
+    """Hard-link `plan_file`'s tensors file onto `target` if it holds exactly the tensors of `hashes`."""
     source = tensors_path(plan_file) if plan_file is not None else None
     if source is None or not source.is_file():
         return False
     stored = load_file(source)
-    if stored.keys() != tensors.keys() or any(tensor_sha256(stored[k]) != tensor_sha256(v) for k, v in tensors.items()):
+    if {key: tensor_sha256(tensor) for key, tensor in stored.items()} != hashes:
         return False
     link = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")  # atomic_file would chmod the shared inode
     link.unlink(missing_ok=True)

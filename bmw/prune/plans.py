@@ -10,16 +10,18 @@ A plan is a JSON-able dict:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from bmw.models.surgery import decoder_layers
 from bmw.params import ModelParams, ModelType, ParamsError, check_type_layers
+from bmw.prune.calibration import calibration_sequences
 from bmw.prune.laco import laco_merges
 from bmw.prune.replaceme import replaceme_operations
-from bmw.prune.scores import LayerStats
+from bmw.prune.scores import LayerStats, layer_stats
 
 
 def validate(model_type: ModelType, p: ModelParams, layers: int) -> None:
@@ -71,6 +73,27 @@ def calibration_budget(model_type: ModelType, p: ModelParams) -> tuple[int, int]
     if model_type == "replaceme":
         return p.replaceme.calibration_docs, p.replaceme.calibration_tokens
     return p.laco.calibration_docs, p.calibration_tokens
+
+
+def make_plans(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_path: Path,
+               types: Sequence[ModelType], p: ModelParams) -> tuple[dict[str, dict], LayerStats]:
+    """The plan of every type in `types`, and the layer stats of the shared calibration text (what the stage plots).
+    Calibration text is read and scored once per budget (`calibration_budget`)."""
+    scored: dict[tuple[int, int], tuple[list[torch.Tensor], LayerStats]] = {}
+
+    def calibration(model_type: ModelType) -> tuple[list[torch.Tensor], LayerStats]:
+        budget = calibration_budget(model_type, p)
+        if budget not in scored:
+            sequences = calibration_sequences(train_path, tokenizer, *budget, model.config.max_position_embeddings)
+            scored[budget] = sequences, layer_stats(model, sequences)
+        return scored[budget]
+
+    shared = calibration("original")[1]
+    plans = {}
+    for model_type in types:
+        sequences, stats = calibration(model_type)
+        plans[model_type] = make_plan(model_type, p, model, stats, sequences)
+    return plans, shared
 
 
 def make_plan(
