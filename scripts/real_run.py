@@ -166,15 +166,17 @@ def stage_figures(repo: Path, stage: str) -> dict:
     return {"run": json.loads(path.read_text())} if variant and path.exists() else {}
 
 
-def run_measured(cmd: list[str], part: str, repo: Path, root: Path, env: dict) -> int:
+def run_measured(cmd: list[str], part: str, repo: Path, root: Path, env: dict, label: str | None = None) -> int:
     """Run `cmd` in `repo`, splitting its output into stages at DVC's "Running stage" lines; one JSON line per
-    stage to stages.jsonl."""
+    stage to stages.jsonl. `label` names what runs before the first such line (all of it for the queue, whose
+    stages log to `dvc queue logs`)."""
     with Sampler(repo, root / "samples.jsonl") as sampler, (root / "worker.log").open("a") as log:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 bufsize=1)
-        current: tuple[str, float, bool] | None = None  # (stage, start, restored from the run cache)
+        # (stage, start, restored from the run cache)
+        current: tuple[str, float, bool] | None = (label, time.time(), False) if label else None
 
         def close(end: float, rc: int) -> None:
             if current is None:
@@ -213,12 +215,35 @@ def up_to_date(stage: str, repo: Path, env: dict) -> bool:
     return run.returncode == 0 and "up to date" in run.stdout
 
 
-def worker(root: Path, repro: bool, exps: list[str], exp_set: list[str], env: dict) -> int:
+def exp_records(repo: Path, root: Path, env: dict) -> None:
+    """Each experiment's own figures, which `dvc exp show` lacks (run.json is a cached output, not a metric): the
+    experiment is applied to the workspace, and its train and eval figures and the prune summary are copied to
+    exps/<model type>/."""
+    shown = json.loads(subprocess.run(dvc("exp", "show", "--json"), cwd=repo, env=env, capture_output=True,
+                                      text=True, check=True).stdout)
+    names = [(e["name"], r["data"]["params"]["params.yaml"]["data"]["model"]["type"])
+             for c in shown for e in c.get("experiments") or [] for r in e["revs"][:1] if r.get("data")]
+    for name, kind in names:
+        subprocess.run(dvc("exp", "apply", name), cwd=repo, env=env, check=True, capture_output=True)
+        out = root / "exps" / kind
+        out.mkdir(parents=True, exist_ok=True)
+        for path in [*repo.glob("metrics/train/*/run.json"), *repo.glob("metrics/eval/*/metrics.json"),
+                     repo / "metrics" / "prune.json"]:
+            target = out / path.relative_to(repo / "metrics")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    subprocess.run("git checkout -q -- . && " + " ".join(dvc("checkout", "-q")), shell=True, cwd=repo, env=env,
+                   check=False)
+
+
+def worker(root: Path, repro: bool, exps: list[str], exp_set: list[str], env: dict, gpus: str | None = None) -> int:
     repo, state = root / "repo", root / "state.json"
     done_file = root / "done.json"
     done = json.loads(done_file.read_text()) if done_file.exists() else []
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    steps = [("repro", s) for s in stage_names(params) if repro] + [("commit", "")] + [("exp", t) for t in exps]
+    steps = [("repro", s) for s in stage_names(params) if repro] + [("commit", "")]
+    # on several GPUs the exps run at once through DVC's queue (bmw experiments --gpus), else one after another
+    steps += [("exps", ",".join(exps))] if gpus else [("exp", t) for t in exps]
     for kind, name in steps:
         step = f"{kind} {name}".strip()
         if step in done:
@@ -229,6 +254,12 @@ def worker(root: Path, repro: bool, exps: list[str], exp_set: list[str], env: di
         elif kind == "commit":  # the baseline the exps are compared with
             rc = subprocess.run("git add -A && (git diff --cached --quiet || git commit -qm 'real run: dvc repro')",
                                 shell=True, cwd=repo, env=env, check=False).returncode
+        elif kind == "exps":
+            cmd = [sys.executable, "-m", "bmw.cli", "experiments", "--run", "--types", name, "--gpus", gpus,
+                   *(a for s in exp_set for a in ("-S", s))]
+            rc = run_measured(cmd, f"exps on GPUs {gpus}", repo, root, env, label=name)
+            if rc == 0:
+                exp_records(repo, root, env)
         else:
             sets = [a for s in [f"model.type={name}", *exp_set] for a in ("-S", s)]
             rc = run_measured(dvc("exp", "run", *sets), f"exp {name}", repo, root, env)
@@ -271,7 +302,7 @@ def setup(root: Path, releases: int, smoke: bool, env: dict) -> None:
     print(f"setup: {repo}; df: {shutil.disk_usage(repo).free / GIB:.1f} GiB free", flush=True)
 
 
-def run_env(root: Path, smoke: bool, gpu: str) -> dict[str, str]:
+def run_env(root: Path, smoke: bool, gpu: str, gpus: str | None = None) -> dict[str, str]:
     """The environment of the worker and of what it runs: the carried packages, offline, one GPU, a `python`."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "GIT_AUTHOR_NAME": "real-run", "GIT_AUTHOR_EMAIL": "real-run@localhost",
@@ -281,10 +312,13 @@ def run_env(root: Path, smoke: bool, gpu: str) -> dict[str, str]:
     shim = root / "bin"
     shim.mkdir(parents=True, exist_ok=True)
     (shim / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    (shim / "python").chmod(0o755)
+    # DVC starts its queue workers as `dvc`: the packages carried under --target come without scripts
+    (shim / "dvc").write_text(f'#!/bin/sh\nexec "{sys.executable}" -m dvc "$@"\n')
+    for script in ("python", "dvc"):
+        (shim / script).chmod(0o755)
     path = [str(root / "repo")] + ([] if smoke else [str(SITE)])
     if not smoke:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+        env["CUDA_VISIBLE_DEVICES"] = gpus or gpu  # with --gpus each stage narrows it to the GPU it leases
     return env | {"PATH": f"{shim}{os.pathsep}{env['PATH']}",
                   "PYTHONPATH": os.pathsep.join(filter(None, [*path, env.get("PYTHONPATH")]))}
 
@@ -329,9 +363,11 @@ def report(root: Path, out: Path | None) -> dict:
     print(table(records))
     print(f"worker: {state}")
     if out is not None:
-        for name in ("stages.jsonl", "state.json", "exp_show.csv"):
+        for name in ("stages.jsonl", "state.json", "exp_show.csv", "samples.jsonl"):
             if (root / name).exists():
                 shutil.copy(root / name, out / name)
+        if (root / "exps").is_dir():
+            shutil.copytree(root / "exps", out / "exps", dirs_exist_ok=True)
         if (root / "worker.log").exists():
             (out / "worker_tail.log").write_text("".join((root / "worker.log").open().readlines()[-400:]))
         (out / "table.md").write_text(table(records) + "\n")
@@ -349,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the exps (on a fresh machine: each runs what its type needs, data stages included)")
     ap.add_argument("--exp-set", action="append", default=None, help=f"more -S of each exp (default {EXP_SET})")
     ap.add_argument("--retry", action="store_true", help="start the worker again after a failed step")
+    ap.add_argument("--gpus", default=None, help="e.g. 0,1: run the exps at once, one GPU each, through DVC's queue "
+                                                 "(bmw experiments --gpus)")
     ap.add_argument("--gpu", default="0", help="CUDA_VISIBLE_DEVICES of the run: one GPU (the Trainer would wrap "
                                                "the model in DataParallel over several)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -357,8 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     exps = [t for t in args.exps.split(",") if t]
     exp_set = args.exp_set if args.exp_set is not None else EXP_SET
     if args.worker:  # the driver made its environment
-        return worker(root, not args.no_repro, exps, exp_set, dict(os.environ))
-    env = run_env(root, args.cpu_smoke, args.gpu)
+        return worker(root, not args.no_repro, exps, exp_set, dict(os.environ), args.gpus)
+    env = run_env(root, args.cpu_smoke, args.gpu, args.gpus)
     releases = args.releases or (150 if args.cpu_smoke else 1000)
     started = time.monotonic()
     out = Path(os.environ["OUT"]) if os.environ.get("OUT") else None
@@ -380,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     proc = None
     if state.get("status") != "done" and not alive(pid_file):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--root", str(root), "--exps", args.exps,
-               *(a for s in exp_set for a in ("--exp-set", s)), *(["--no-repro"] if args.no_repro else [])]
+               *(a for s in exp_set for a in ("--exp-set", s)), *(["--no-repro"] if args.no_repro else []),
+               *(["--gpus", args.gpus] if args.gpus else [])]
         with (root / "worker.out").open("a") as f:
             proc = subprocess.Popen(cmd, cwd=root / "repo", env=env, stdin=subprocess.DEVNULL, stdout=f,
                                     stderr=subprocess.STDOUT, start_new_session=True)

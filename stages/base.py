@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from bmw.base.materialise import materialise_base
+from bmw.gpus import lease_gpu
 from bmw.params import load_params
 
 BASE_DIR = Path("models/base")
@@ -14,6 +15,7 @@ BASE_DIR = Path("models/base")
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
+    lease_gpu()  # one GPU of BMW_GPUS when experiments run in parallel (bmw/gpus.py)
     materialise_base(BASE_DIR, params.base, params.seed)
     logging.getLogger("base").info("wrote %s (%s)", BASE_DIR, params.base.name)
 

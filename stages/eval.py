@@ -13,6 +13,7 @@ import torch
 
 from bmw.eval.evaluate import evaluate_variant
 from bmw.eval.lm_eval_tasks import task_manager
+from bmw.gpus import lease_gpu
 from bmw.io import atomic_dir
 from bmw.params import check_host, load_params
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     variant = parser.parse_args(argv).variant
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
+    lease_gpu()  # one GPU of BMW_GPUS when experiments run in parallel (bmw/gpus.py)
     params.variant(variant)  # an unknown variant fails here, naming the defined ones
     check_host(params, torch.cuda.is_available())  # before any model is loaded (the plan is in the variant already)
     if params.eval.lm_eval_tasks:

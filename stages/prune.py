@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from bmw.gpus import lease_gpu
 from bmw.io import atomic_dir, atomic_file, write_json
 from bmw.models.base import BASE_DIR, check_against_base, load_base, model_device
 from bmw.models.plan import PLANS_DIR, SUMMARY, plan_path, save_plan
@@ -27,6 +28,7 @@ log = logging.getLogger("prune")
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
+    lease_gpu()  # one GPU of BMW_GPUS when experiments run in parallel (bmw/gpus.py)
     check_against_base(params, BASE_DIR)  # before the model is loaded: layer settings against its depth, dtype
     torch.manual_seed(params.seed)
     # cuBLAS is deterministic only with a fixed workspace; without it deterministic mode refuses its matmuls

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bmw.gpus import lease_gpu
 from bmw.models.base import check_against_base
 from bmw.params import load_params
 from bmw.train.launch import launch_command
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     name = parser.parse_args(argv).variant
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params()
+    lease_gpu()  # one GPU of BMW_GPUS when experiments run in parallel (bmw/gpus.py)
     variant = params.variant(name)  # an unknown variant fails here, naming the defined ones
     check_against_base(params)  # before any model is loaded: layer settings against its depth, dtype
     if variant.method != "none":  # an untrained variant runs one evaluation pass, in this process

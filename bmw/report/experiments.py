@@ -1,16 +1,23 @@
 """The cross-type table: every variant of every `model.type`, read from DVC experiments.
 
-`bmw experiments --run` queues one experiment per model type and runs them
-(`dvc exp run --queue -S model.type=original,dropped,pruned,laco,replaceme`, then `dvc exp run --run-all`);
-without `--run` it only prints the table of the experiments already there.
+`bmw experiments --run` queues one experiment per model type (`dvc exp run --queue -S model.type=...`) and runs
+the queue; without `--run` it only prints the table of the experiments already there. `--gpus 0,1` runs that many
+experiments at once through DVC's own queue (`dvc queue start -j 2`), each stage on a GPU of its own
+(bmw/gpus.py: the stages lease the ids of BMW_GPUS), follows them to the end and prints the table; a failed
+experiment's log tail is printed and the command exits with status 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
+import sys
+import time
+from collections.abc import Callable
 
+from bmw.gpus import ENV_IDS, gpu_ids
 from bmw.params import ModelType
 from bmw.report.tables import fmt, markdown_table
 
@@ -57,8 +64,54 @@ def cross_type_table(exp_show: list[dict]) -> str:
     return markdown_table(["Model", "Experiment"] + [c[0] for c in COLUMNS], cross_type_rows(exp_show))
 
 
-def _dvc(*args: str) -> str:
-    return subprocess.run(["dvc", *args], check=True, capture_output=True, text=True).stdout
+def _dvc(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    # through this interpreter: the GPU machine installs packages with --target, without a `dvc` script
+    return subprocess.run([sys.executable, "-m", "dvc", *args], check=True, text=True, **kwargs)
+
+
+def queue_status() -> dict[str, dict]:
+    """The tasks of the DVC queue by revision: {rev: {"name", "status"}}, status Queued/Running/Success/Failed."""
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        return {t["rev"]: {"name": t.get("name") or t["rev"][:7], "status": t["status"]}
+                for t in repo.experiments.celery_queue.status()}
+
+
+def queue_experiments(types: str, sets: list[str]) -> list[str]:
+    """Queue one experiment per type (with the extra `-S` settings); the revisions of the tasks it added."""
+    before = set(queue_status())
+    _dvc("exp", "run", "--queue", "-S", f"model.type={types}", *(a for s in sets for a in ("-S", s)))
+    return [rev for rev in queue_status() if rev not in before]
+
+
+def follow_queue(revs: list[str], status: Callable[[], dict[str, dict]] = queue_status, poll_s: float = 10.0,
+                 say: Callable[[str], None] = print) -> dict[str, dict]:
+    """Wait until every task of `revs` has ended, saying each change of status; their last status."""
+    seen: dict[str, str] = {}
+    start = time.monotonic()
+    while True:
+        tasks = {rev: task for rev, task in status().items() if rev in revs}
+        for rev, task in tasks.items():
+            if seen.get(rev) != task["status"]:
+                say(f"[{time.monotonic() - start:7.0f} s] {task['name']}: {task['status']}")
+                seen[rev] = task["status"]
+        if len(tasks) == len(revs) and all(t["status"] in ("Success", "Failed") for t in tasks.values()):
+            return tasks
+        time.sleep(poll_s)
+
+
+def run_on_gpus(revs: list[str], gpus: list[str]) -> list[str]:
+    """Run the queue with one worker per GPU, the stages leasing the GPUs; the names of the failed experiments."""
+    _dvc("queue", "start", "-j", str(len(gpus)), env={**os.environ, ENV_IDS: ",".join(gpus)})
+    ended = follow_queue(revs)
+    failed = [t["name"] for t in ended.values() if t["status"] == "Failed"]
+    for name in failed:
+        logs = subprocess.run([sys.executable, "-m", "dvc", "queue", "logs", name], capture_output=True, text=True,
+                              check=False)
+        print(f"--- {name} failed; the end of its log (dvc queue logs {name}):", file=sys.stderr)
+        print("\n".join((logs.stdout + logs.stderr).splitlines()[-40:]), file=sys.stderr)
+    return failed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,11 +119,27 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", action="store_true", help="queue and run one experiment per model type first")
     parser.add_argument("--types", default=",".join(TYPES), help="comma-separated model types to run")
+    parser.add_argument("-S", "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param of every experiment, as `dvc exp run -S` (repeatable)")
+    parser.add_argument("--gpus", default=None,
+                        help="GPU ids, e.g. 0,1: run that many experiments at once, no two stages on one GPU")
     args = parser.parse_args(argv)
+    try:
+        gpus = gpu_ids(args.gpus)
+    except ValueError as e:
+        parser.error(f"--gpus: {e}")
+    failed: list[str] = []
     if args.run:
-        subprocess.run(["dvc", "exp", "run", "--queue", "-S", f"model.type={args.types}"], check=True)
-        subprocess.run(["dvc", "exp", "run", "--run-all"], check=True)
-    print(cross_type_table(json.loads(_dvc("exp", "show", "--json"))))
+        revs = queue_experiments(args.types, args.sets)
+        if gpus:
+            failed = run_on_gpus(revs, gpus)
+        else:
+            _dvc("exp", "run", "--run-all")
+    elif gpus or args.sets:
+        parser.error("--gpus and --set go with --run")
+    print(cross_type_table(json.loads(_dvc("exp", "show", "--json", capture_output=True).stdout)))
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
