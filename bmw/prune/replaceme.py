@@ -3,7 +3,7 @@
 With layers s..s+n-1 cut, layer s-1 must hand on what the block would have. Layer s-1 outputs X + M, X its residual
 stream after attention and M its MLP output; the block's output is Y. One hidden-size map T, folded into layer s-1's
 MLP down projection (`surgery.fold_linear_map`), makes it output X + M T, and T minimises ||X + M T - Y||^2 over the
-calibration tokens: least squares, the paper's L2 variant (its cosine variant needs an optimiser). The saved model
+calibration tokens: least squares, the paper's L2 form (its cosine form needs an optimiser). The saved model
 is a plain model of the base's architecture, n layers shallower. The block is the n layers whose input and output
 are closest in angular distance (as the paper chooses it), or `model.replaceme.start`.
 """
