@@ -382,6 +382,17 @@ def test_backend_auto_falls_back_to_transformers_and_unsloth_needs_cuda(caplog):
         resolve_backend("unsloth")
 
 
+def test_packed_batches_never_train_on_unsloth(monkeypatch, caplog):
+    """ensure_packing_safe vouches for the model's attention implementation; Unsloth runs kernels of its own."""
+    monkeypatch.setattr("bmw.train.backend.unsloth_available", lambda: True)  # as on a GPU host with the gpu extra
+    assert resolve_backend("auto") == resolve_backend("unsloth") == "unsloth"
+    with caplog.at_level(logging.INFO, logger="bmw.train.backend"):
+        assert resolve_backend("auto", packing=True) == "transformers"
+    assert "packed batches, using transformers" in caplog.text
+    with pytest.raises(RuntimeError, match="train.packing: true with train.backend: unsloth: .*train.packing: false"):
+        resolve_backend("unsloth", packing=True)
+
+
 def test_the_steady_rate_leaves_out_the_first_step_and_what_follows_the_last():
     from transformers import TrainerState
 

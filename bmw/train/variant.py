@@ -63,8 +63,8 @@ def train_variant(
     if plan["type"] != model_type:
         raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
                          f"type {model_type!r}: run the prune stage again")
-    backend = resolve_backend(params.train.backend, weights_on_disk=read_marker(base_dir) is None) \
-        if variant.method != "none" else "none"
+    backend = resolve_backend(params.train.backend, weights_on_disk=read_marker(base_dir) is None,
+                              packing=params.train.packing) if variant.method != "none" else "none"
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
     else:
