@@ -1,7 +1,8 @@
 """prune: layer plans for model.type and every type a variant pins, with per-layer scores on calibration text.
 
 Writes models/plans/<variant>.json (the plan of the variant's type) and models/plans/_summary.json (sizes by type),
-metrics/prune.json (model.type's sizes), metrics/layer_scores.json and plots/layer_scores.png.
+metrics/prune.json (model.type's sizes), metrics/layer_scores.json and plots/layer_scores.png (the scores, and the
+layers each plan removes).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from bmw.io import atomic_dir, atomic_file, write_json
 from bmw.models.base import BASE_DIR, check_against_base, load_base, model_device
 from bmw.models.plan import PLANS_DIR, SUMMARY, plan_path, save_plan
 from bmw.params import load_params
-from bmw.prune.plans import make_plans, parameter_counts
+from bmw.prune.plans import make_plans, parameter_counts, removed_layers
 from bmw.prune.plots import layer_score_rows, plot_layer_scores
 
 TRAIN = Path("data/processed/train.jsonl")
@@ -62,7 +63,8 @@ def main() -> None:
         write_json(prune_metrics, by_type[p.type])
         rows = layer_score_rows(stats.block_influence, stats.angular_distance(1))
         write_json(scores, rows)
-        plot_layer_scores(rows, plot, f"Layer scores of {params.base.name} ({stats.tokens} tokens)")
+        plot_layer_scores(rows, plot, f"Layer scores of {params.base.name} ({stats.tokens} tokens)",
+                          {model_type: removed_layers(plan) for model_type, plan in plans.items()})
 
 
 if __name__ == "__main__":

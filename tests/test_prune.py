@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from matplotlib.image import imread
 from transformers import AutoModelForCausalLM
 
 from bmw.base.tiny import build_tiny_model
@@ -24,7 +25,8 @@ from bmw.models.variant import load_variant, save_variant
 from bmw.models.surgery import apply_plan, decoder_layers, fold_linear_map, merge_layers
 from bmw.params import LacoParams, ModelParams, ParamsError, parse_params
 from bmw.prune.calibration import calibration_sequences
-from bmw.prune.plans import layer_sources, make_plan, parameter_counts, validate
+from bmw.prune.plans import layer_sources, make_plan, parameter_counts, removed_layers, validate
+from bmw.prune.plots import layer_score_rows, plot_layer_scores
 from bmw.prune.replaceme import block_start
 from bmw.prune.scores import layer_stats
 from mirror.content import mirror_articles
@@ -140,6 +142,32 @@ def test_drop_and_prune_keep_the_right_layers(base, stats, sequences):
     assert angular["operations"][0]["layers"] == [i for i in range(36) if not start <= i < start + 6]
     assert angular["scores"]["angular"]["block_size"] == 6
     assert _plan("original", base, stats, sequences)["operations"] == []
+
+
+def test_the_removed_layers_of_each_kind_of_plan(base, stats, sequences):
+    """Dropped or pruned (keep), merged into a lower layer (LaCo, nested merges included), cut for a linear map
+    folded into the layer before (ReplaceMe): the layers the prune plot marks."""
+    assert removed_layers(_plan("original", base, stats, sequences)) == []
+    assert removed_layers(_plan("dropped", base, stats, sequences, dropped={"layers": [16, 3]})) == [3, 16]
+    assert removed_layers(_plan("pruned", base, stats, sequences, pruned={"keep": 30, "keep_last": True})) == [
+        29, 30, 31, 32, 33, 34]
+    nested = {"type": "laco", "layers_before": 36, "layers_after": 32, "operations": [
+        {"op": "merge", "start": 20, "count": 3, "rule": "rdsc"},
+        {"op": "merge", "start": 18, "count": 3, "rule": "rdsc"},  # takes in the merged layer 20
+    ]}
+    assert removed_layers(nested) == [19, 20, 21, 22]
+    replaceme = _plan("replaceme", base, stats, sequences, replaceme={"count": 2, "start": 34})
+    assert replaceme["operations"][0]["op"] == "linear" and removed_layers(replaceme) == [34, 35]
+
+
+def test_the_layer_score_plot_has_a_row_per_plan(stats, tmp_path):
+    rows = layer_score_rows(stats.block_influence, stats.angular_distance(1))
+    removed = {"dropped": [3, 16], "laco": [19, 20, 21, 22], "original": [], "replaceme": [34, 35]}
+    plot_layer_scores(rows, tmp_path / "scores.png", "tiny", removed)
+    plot_layer_scores(rows, tmp_path / "one.png", "tiny", {"original": []})
+    # 100 dpi: 3.7 inches and 0.3 per plan's row
+    assert imread(tmp_path / "scores.png").shape[:2] == (490, 800)
+    assert imread(tmp_path / "one.png").shape[:2] == (400, 800)
 
 
 def test_a_folded_linear_map_multiplies_the_projections_output():

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from torch import nn
 from bmw.base.materialise import materialise_base
 from bmw.io import write_jsonl
 from bmw.models.base import load_base
+from bmw.models.identity import base_identity, identity_differences
 from bmw.models.plan import plan_path, save_plan
 from bmw.models.surgery import apply_plan
 from bmw.models.variant import load_variant, save_variant
@@ -235,6 +237,50 @@ def test_a_saved_variant_reloads_to_identical_logits(project, tmp_path, method):
     assert torch.equal(cached, merged.generate(ids, use_cache=False, **gen))
 
 
+def test_a_variant_refuses_another_base_or_plan_than_it_was_saved_with(trained, project, tmp_path, monkeypatch):
+    """PEFT puts an adapter onto any model with modules of the adapted names and shapes: a base seeded otherwise
+    (same config, same file sizes) or with another config would load without a word."""
+    _, out, _ = trained("lora")
+    base = project / "models" / "base"
+    model, _ = load_variant(out, base_dir=base)
+    assert model.config.num_hidden_layers == 3
+    reseeded = materialise_base(tmp_path / "reseeded", BaseModelParams(), seed=43)
+    reconfigured = tmp_path / "reconfigured"
+    shutil.copytree(base, reconfigured)
+    config = reconfigured / "config.json"
+    config.write_text(config.read_text().replace('"max_position_embeddings": 2048', '"max_position_embeddings": 4096'))
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a base was loaded for a variant that is refused")
+
+    monkeypatch.setattr("bmw.models.variant.load_base", refused)  # refused before any weight is read
+    with pytest.raises(ValueError, match=rf"{out} was built on the base at {base}, and the base at {reseeded} is "
+                                         r"another: model.safetensors differs\. .*run train@lora again"):
+        load_variant(out, base_dir=reseeded)
+    with pytest.raises(ValueError, match=rf"the base at {reconfigured} is another: config.json differs\."):
+        load_variant(out, base_dir=reconfigured)
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    save_plan(edited / "plan.json", {**PLAN, "operations": [{"op": "keep", "layers": [0, 1, 34]}]})
+    with pytest.raises(ValueError, match=rf"{edited}/plan.json is not the plan the variant was saved with"):
+        load_variant(edited, base_dir=base)
+
+
+def test_a_base_identity_names_each_file_that_differs(tmp_path):
+    # random bases: their weights are made at load from the marker's seed, which is all that tells them apart
+    one, two = (materialise_base(tmp_path / f"seed{seed}", BaseModelParams(name="random:tiny"), seed=seed)
+                for seed in (1, 2))
+    assert identity_differences(base_identity(one), base_identity(one)) == []
+    assert identity_differences(base_identity(one), base_identity(two)) == ["random_weights.json differs"]
+    (two / "tokenizer.json").unlink()
+    (two / "extra.txt").write_text("x")
+    (two / "config.json").write_text((one / "config.json").read_text() + " ")
+    assert identity_differences(base_identity(one), base_identity(two)) == [
+        f"config.json is {(one / 'config.json').stat().st_size + 1} bytes, the recorded base's "
+        f"{(one / 'config.json').stat().st_size}",
+        "extra.txt not in the recorded base", "random_weights.json differs", "tokenizer.json missing"]
+
+
 @pytest.fixture(scope="module")
 def overfit(project, tmp_path_factory):
     """Full fine-tuning at a high constant learning rate, evaluated every step: validation loss soon rises."""
@@ -334,6 +380,17 @@ def test_backend_auto_falls_back_to_transformers_and_unsloth_needs_cuda(caplog):
     assert resolve_backend("transformers") == "transformers"
     with pytest.raises(RuntimeError, match="train.backend: unsloth needs a CUDA GPU"):
         resolve_backend("unsloth")
+
+
+def test_packed_batches_never_train_on_unsloth(monkeypatch, caplog):
+    """ensure_packing_safe vouches for the model's attention implementation; Unsloth runs kernels of its own."""
+    monkeypatch.setattr("bmw.train.backend.unsloth_available", lambda: True)  # as on a GPU host with the gpu extra
+    assert resolve_backend("auto") == resolve_backend("unsloth") == "unsloth"
+    with caplog.at_level(logging.INFO, logger="bmw.train.backend"):
+        assert resolve_backend("auto", packing=True) == "transformers"
+    assert "packed batches, using transformers" in caplog.text
+    with pytest.raises(RuntimeError, match="train.packing: true with train.backend: unsloth: .*train.packing: false"):
+        resolve_backend("unsloth", packing=True)
 
 
 def test_the_steady_rate_leaves_out_the_first_step_and_what_follows_the_last():

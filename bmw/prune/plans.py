@@ -67,6 +67,13 @@ def layer_sources(layers: int, operations: Sequence[dict]) -> list[list[int]]:
     return sources
 
 
+def removed_layers(plan: dict) -> list[int]:
+    """The base's layers a plan takes out as layers of their own: dropped (keep), merged into a lower layer (LaCo's
+    merge), cut for a linear map folded into the layer before them (ReplaceMe). What the prune plot marks."""
+    sources = layer_sources(plan["layers_before"], plan["operations"])
+    return sorted(set(range(plan["layers_before"])) - {group[0] for group in sources})
+
+
 def calibration_budget(model_type: ModelType, p: ModelParams) -> tuple[int, int]:
     """(documents, tokens) of calibration text a type's plan is made on: ReplaceMe's map needs its own, larger,
     budget; every other type shares `model.laco.calibration_docs` / `model.calibration_tokens`."""

@@ -24,8 +24,13 @@ def unsloth_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
 
 
-def resolve_backend(requested: str, weights_on_disk: bool = True) -> Backend:
-    """`weights_on_disk` False: a random base, whose weights Unsloth's loader (it reads the folder) cannot make."""
+def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool = False) -> Backend:
+    """`weights_on_disk` False: a random base, whose weights Unsloth's loader (it reads the folder) cannot make.
+    `packing`: packed batches train on transformers alone, whose attention `config.ensure_packing_safe` can vouch
+    for; Unsloth swaps in attention kernels of its own, which keep packed examples apart only when fed by its own
+    trainer's collator, and which the model's `_attn_implementation` does not name."""
+    if requested not in ("auto", "transformers", "unsloth"):
+        raise ValueError(f"train.backend: unknown backend {requested!r}; expected auto, transformers or unsloth")
     if requested == "transformers":
         return "transformers"
     if not weights_on_disk:
@@ -34,6 +39,14 @@ def resolve_backend(requested: str, weights_on_disk: bool = True) -> Backend:
                                "(base.name random:<shape>) has none there; use train.backend: auto or transformers")
         log.info("train.backend auto: a random base, using transformers + PEFT + TRL")
         return "transformers"
+    if packing:
+        if requested == "unsloth":
+            raise RuntimeError("train.packing: true with train.backend: unsloth: its attention kernels are not the "
+                               "model's attention implementation, and nothing here can check that they keep packed "
+                               "examples apart; use train.backend: auto or transformers, or train.packing: false")
+        log.info("train.backend auto: packed batches, using transformers + PEFT + TRL (an attention with a "
+                 "per-document mask)")
+        return "transformers"
     if requested == "unsloth":
         if not unsloth_available():
             raise RuntimeError(
@@ -41,8 +54,6 @@ def resolve_backend(requested: str, weights_on_disk: bool = True) -> Backend:
                 "(pip install -e '.[gpu]'); use train.backend: auto or transformers here"
             )
         return "unsloth"
-    if requested != "auto":
-        raise ValueError(f"train.backend: unknown backend {requested!r}; expected auto, transformers or unsloth")
     if unsloth_available():
         return "unsloth"
     reason = "no CUDA GPU" if not torch.cuda.is_available() else "unsloth is not installed"

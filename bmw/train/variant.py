@@ -11,6 +11,7 @@ from peft import PeftModel
 
 from bmw.io import atomic_dir, sha256_bytes, write_json
 from bmw.models.base import BASE_DIR, compute_dtype, load_base
+from bmw.models.identity import base_identity
 from bmw.models.plan import PLANS_DIR, load_plan, plan_path
 from bmw.models.random_base import read_marker
 from bmw.models.surgery import apply_plan, decoder_layers
@@ -27,17 +28,6 @@ from bmw.train.summary import param_counts, untrained_summary
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path("data/processed")
-
-
-def _base_identity(base_dir: Path) -> dict:
-    """Cheap identity of the base folder for the checkpoint fingerprint: its config and its files' sizes (a random
-    base: its marker, which says whose weights it makes)."""
-    identity = {
-        "config": sha256_bytes((base_dir / "config.json").read_bytes()),
-        "files": {p.name: p.stat().st_size for p in sorted(base_dir.iterdir()) if p.is_file()},
-    }
-    marker = read_marker(base_dir)
-    return identity if marker is None else identity | {"random": marker}
 
 
 def train_variant(
@@ -73,8 +63,8 @@ def train_variant(
     if plan["type"] != model_type:
         raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
                          f"type {model_type!r}: run the prune stage again")
-    backend = resolve_backend(params.train.backend, weights_on_disk=read_marker(base_dir) is None) \
-        if variant.method != "none" else "none"
+    backend = resolve_backend(params.train.backend, weights_on_disk=read_marker(base_dir) is None,
+                              packing=params.train.packing) if variant.method != "none" else "none"
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
     else:
@@ -99,7 +89,7 @@ def train_variant(
     else:
         fingerprint = run_fingerprint({
             "variant": variant.model_dump(), "train": params.train.model_dump(), "seed": params.seed,
-            "type": model_type, "plan": plan, "backend": backend, "base": _base_identity(base_dir),
+            "type": model_type, "plan": plan, "backend": backend, "base": base_identity(base_dir),
             "data": {k: sha256_bytes(p.read_bytes()) for k, p in data.items()},
         })
         log.info("%s: %s on %s (%d layers), %d train / %d validation examples, backend %s",
