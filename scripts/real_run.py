@@ -243,7 +243,7 @@ def worker(root: Path, repro: bool, exps: list[str], exp_set: list[str], env: di
     params = yaml.safe_load((repo / "params.yaml").read_text())
     steps = [("repro", s) for s in stage_names(params) if repro] + [("commit", "")]
     # on several GPUs the exps run at once through DVC's queue (bmw experiments --gpus), else one after another
-    steps += [("exps", ",".join(exps))] if gpus else [("exp", t) for t in exps]
+    steps += [("exps", ",".join(exps)), ("records", "")] if gpus else [("exp", t) for t in exps]
     for kind, name in steps:
         step = f"{kind} {name}".strip()
         if step in done:
@@ -258,8 +258,9 @@ def worker(root: Path, repro: bool, exps: list[str], exp_set: list[str], env: di
             cmd = [sys.executable, "-m", "bmw.cli", "experiments", "--run", "--types", name, "--gpus", gpus,
                    *(a for s in exp_set for a in ("-S", s))]
             rc = run_measured(cmd, f"exps on GPUs {gpus}", repo, root, env, label=name)
-            if rc == 0:
-                exp_records(repo, root, env)
+        elif kind == "records":  # a step of its own: a retry must not run the experiments again
+            exp_records(repo, root, env)
+            rc = 0
         else:
             sets = [a for s in [f"model.type={name}", *exp_set] for a in ("-S", s)]
             rc = run_measured(dvc("exp", "run", *sets), f"exp {name}", repo, root, env)

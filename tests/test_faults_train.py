@@ -185,6 +185,19 @@ def test_a_damaged_last_checkpoint_is_not_resumed(checkpoints, tmp_path, damage,
                  and not (ck / f"checkpoint-{steps[-1]}").exists(), detail=(steps, chosen))
 
 
+def test_the_last_steps_checkpoint_has_no_resume_state_and_resumes_to_the_end(project, checkpoints, tmp_path):
+    steps = sorted(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*"))
+    last = checkpoints / f"checkpoint-{steps[-1]}"
+    assert steps[-1] == 12 and (last / "model.safetensors").is_file() and (last / "trainer_state.json").is_file()
+    assert not [p.name for p in last.iterdir() if p.name.startswith(("optimizer", "scheduler", "rng_state"))]
+    ck = tmp_path / "ck"
+    shutil.copytree(checkpoints, ck)
+    model, figures, _ = _fit(project, ck)  # a kill after the last save: the rerun takes no step, keeps the best
+    assert figures["resumed_from_step"] == 12 and figures["steps"] == 12
+    best = load_file(ck / f"checkpoint-{figures['best_step']}" / "model.safetensors")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in best.items())
+
+
 @pytest.mark.slow
 def test_training_resumes_from_the_last_whole_checkpoint_and_finishes(project, checkpoints, tmp_path, ledger):
     ck = tmp_path / "ck"

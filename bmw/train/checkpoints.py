@@ -70,15 +70,23 @@ def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
 
 
 class KeepOnlyWhatResumeNeeds(TrainerCallback):
-    """After each save, older checkpoints keep their weights and trainer state only.
+    """After each save, older checkpoints keep their weights and trainer state only, and the last step's checkpoint
+    is written without the optimizer, scheduler and RNG states.
 
     A resume reads the newest complete checkpoint whole (optimizer, scheduler, RNG states); an older one is kept only
     because it may be the best by validation loss, whose weights load at the end. An 8B model's AdamW states are twice
     its weights: at Qwen3-8B's size this frees ~33 GB per older checkpoint. The newest is complete when this runs
-    (Trainer calls on_save after writing it), so a kill during the next save still finds it whole.
+    (Trainer calls on_save after writing it), so a kill during the next save still finds it whole. A resume from the
+    last step's checkpoint has no step left to take: its states were 33 GB written (~40 s) and deleted by the stage
+    right after, the disk peak of full fine-tuning on the real-size run (docs/realsize.md).
     """
 
     RESUME_ONLY = ("optimizer.pt", "scheduler.pt", "scaler.pt", "rng_state*.pth", "pytorch_model_fsdp*", "optimizer_*")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Trainer saves after on_step_end; FSDP writes its sharded states by another path, left as it is
+        if state.global_step >= state.max_steps and not args.fsdp:
+            args.save_only_model = True
 
     def on_save(self, args, state, control, **kwargs):
         if not state.is_world_process_zero:
