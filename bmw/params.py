@@ -242,6 +242,9 @@ class TrainParams(Strict):
     weight_decay: float = Field(0.01, ge=0)
     scheduler: Literal["linear", "cosine", "constant"] = "cosine"
     assistant_only_loss: bool = False
+    # leave the empty think block of Qwen3's template (<think>\n\n</think>\n\n) out of the loss, also when the
+    # whole text is trained on: learning it erodes thinking mode; templates without thinking have none to mask
+    mask_empty_think: bool = True
     packing: bool = False
     eval_steps: int = Field(20, ge=1)
     save_total_limit: int = Field(2, ge=1)

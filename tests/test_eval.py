@@ -47,6 +47,7 @@ from bmw.eval.semantic_entropy import (
 )
 from bmw.io import read_jsonl, write_jsonl
 from bmw.models.surgery import apply_plan
+from bmw.models.thinking import empty_think_ids, empty_think_positions
 from bmw.params import EvalParams, ParamsError, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,17 +162,21 @@ def test_bits_per_byte_counts_the_scored_text(model, tok):
     assert got["bits_per_byte"] == pytest.approx(got["nll"] * got["tokens"] / math.log(2) / nbytes)
 
 
-@pytest.mark.parametrize("assistant_only", [False, True])
-def test_test_loss_scores_the_first_max_length_tokens(model, tok, assistant_only):
+@pytest.mark.parametrize("assistant_only, mask_empty_think", [(False, False), (True, False), (False, True)])
+def test_test_loss_scores_the_first_max_length_tokens(model, tok, assistant_only, mask_empty_think):
+    """As training scores them: the assistant tokens or all, less the empty think block's where training masks it."""
     messages = conversation(0)
     enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     length = len(enc["input_ids"]) - 8
     ids, mask = enc["input_ids"][:length], enc["assistant_masks"][:length]
-    scored = [lp for lp, m in zip(full_context_logprobs(model, ids), mask[1:]) if m or not assistant_only]
+    block = set(empty_think_positions(ids, empty_think_ids(tok))) if mask_empty_think else set()
+    assert len(block) == (4 if mask_empty_think else 0)
+    scored = [lp for pos, (lp, m) in enumerate(zip(full_context_logprobs(model, ids), mask[1:]), 1)
+              if (m or not assistant_only) and pos not in block]
     reference = -sum(scored) / len(scored)
     for window in (length, 2 * length):  # from the sliding pass's first windows, and from a pass of its own
         got = evaluate_perplexity(model, tok, [messages], window, window // 2, loss_max_length=length,
-                                  loss_assistant_only=assistant_only)
+                                  loss_assistant_only=assistant_only, loss_mask_empty_think=mask_empty_think)
         assert got["test_loss"] == pytest.approx(reference, rel=1e-5)
 
 

@@ -75,6 +75,7 @@ def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir
     metrics.update(evaluate_perplexity(
         model, tokenizer, conversations, p.window, p.stride, p.batch_size,
         loss_max_length=params.train.max_length, loss_assistant_only=params.train.assistant_only_loss,
+        loss_mask_empty_think=params.train.mask_empty_think,
     ))
 
     progress("generation")
