@@ -58,7 +58,7 @@ OUT_OF_RANGE: dict[str, Any] = {
     "train.gradient_checkpointing": None, "train.distributed": "zero3", "train.gpus": -1,
     "eval.window": 4, "eval.stride": 0, "eval.se_samples": 1, "eval.se_prompts": 0, "eval.se_clustering": "kmeans",
     "eval.se_threshold": 0, "eval.nli_model": None, "eval.max_new_tokens": 0, "eval.temperature": 0,
-    "eval.top_p": 1.5, "eval.enable_thinking": None, "eval.batch_size": 0, "eval.generation_batch_size": 0,
+    "eval.top_p": 1.5, "eval.enable_thinking": [], "eval.batch_size": 0, "eval.generation_batch_size": 0,
     "eval.lm_eval_tasks": None,
     "eval.lm_eval_include": None,
 }
