@@ -22,8 +22,8 @@ from transformers.integrations.liger import apply_liger_kernel
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 
-from bmw.train.checkpoints import KeepOnlyWhatResumeNeeds, resume_point
 from bmw.models.thinking import empty_think_ids
+from bmw.train.checkpoints import KeepOnlyWhatResumeNeeds, resume_point
 from bmw.train.config import RunConfig, ensure_packing_safe
 from bmw.train.data import without_empty_think
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
