@@ -242,6 +242,9 @@ class TrainParams(Strict):
     weight_decay: float = Field(0.01, ge=0)
     scheduler: Literal["linear", "cosine", "constant"] = "cosine"
     assistant_only_loss: bool = False
+    # leave the empty think block of Qwen3's template (<think>\n\n</think>\n\n) out of the loss, also when the
+    # whole text is trained on: learning it erodes thinking mode; templates without thinking have none to mask
+    mask_empty_think: bool = True
     packing: bool = False
     eval_steps: int = Field(20, ge=1)
     save_total_limit: int = Field(2, ge=1)
@@ -264,12 +267,26 @@ class EvalParams(Strict):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(0.7, gt=0)
     top_p: float = Field(0.9, gt=0, le=1)
-    enable_thinking: bool = False
+    # the mode(s) of the generative parts (generations, semantic entropy, QA answers): false, true or both, e.g.
+    # [false, true]; the first mode's figures keep the plain keys, another's carry its name (semantic_entropy_thinking)
+    enable_thinking: bool | list[bool] = False
     batch_size: int = Field(8, ge=1)  # sequences per forward: perplexity windows, multiple-choice continuations
     # sequences per generate call: the samples of several prompts decode together (semantic entropy's M per prompt)
     generation_batch_size: int = Field(64, ge=1)
     lm_eval_tasks: list[str] = []
     lm_eval_include: str | None = None  # a folder of local lm-evaluation-harness task YAMLs
+
+    @field_validator("enable_thinking")
+    @classmethod
+    def _modes(cls, v: bool | list[bool]) -> bool | list[bool]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("must be false, true or a list of distinct modes, e.g. [false, true]")
+        return v
+
+    @property
+    def thinking_modes(self) -> list[bool]:
+        """The enable_thinking modes to evaluate in, the headline one first."""
+        return self.enable_thinking if isinstance(self.enable_thinking, list) else [self.enable_thinking]
 
     @model_validator(mode="after")
     def _stride(self) -> "EvalParams":

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
 import subprocess
@@ -47,6 +48,7 @@ from bmw.eval.semantic_entropy import (
 )
 from bmw.io import read_jsonl, write_jsonl
 from bmw.models.surgery import apply_plan
+from bmw.models.thinking import empty_think_ids, empty_think_positions
 from bmw.params import EvalParams, ParamsError, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,17 +163,21 @@ def test_bits_per_byte_counts_the_scored_text(model, tok):
     assert got["bits_per_byte"] == pytest.approx(got["nll"] * got["tokens"] / math.log(2) / nbytes)
 
 
-@pytest.mark.parametrize("assistant_only", [False, True])
-def test_test_loss_scores_the_first_max_length_tokens(model, tok, assistant_only):
+@pytest.mark.parametrize("assistant_only, mask_empty_think", [(False, False), (True, False), (False, True)])
+def test_test_loss_scores_the_first_max_length_tokens(model, tok, assistant_only, mask_empty_think):
+    """As training scores them: the assistant tokens or all, less the empty think block's where training masks it."""
     messages = conversation(0)
     enc = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     length = len(enc["input_ids"]) - 8
     ids, mask = enc["input_ids"][:length], enc["assistant_masks"][:length]
-    scored = [lp for lp, m in zip(full_context_logprobs(model, ids), mask[1:]) if m or not assistant_only]
+    block = set(empty_think_positions(ids, empty_think_ids(tok))) if mask_empty_think else set()
+    assert len(block) == (4 if mask_empty_think else 0)
+    scored = [lp for pos, (lp, m) in enumerate(zip(full_context_logprobs(model, ids), mask[1:]), 1)
+              if (m or not assistant_only) and pos not in block]
     reference = -sum(scored) / len(scored)
     for window in (length, 2 * length):  # from the sliding pass's first windows, and from a pass of its own
         got = evaluate_perplexity(model, tok, [messages], window, window // 2, loss_max_length=length,
-                                  loss_assistant_only=assistant_only)
+                                  loss_assistant_only=assistant_only, loss_mask_empty_think=mask_empty_think)
         assert got["test_loss"] == pytest.approx(reference, rel=1e-5)
 
 
@@ -535,3 +541,64 @@ def test_eval_stage_on_a_saved_variant(model, tok, tmp_path):
     assert "eval [5/6] qa log-likelihood" in run.stderr and "eval [6/6] qa answers" in run.stderr
     metrics_dir = tmp_path / "metrics" / "eval" / "baseline"
     check_outputs(metrics_dir, json.loads((metrics_dir / "details.json").read_text()))
+
+
+# --- thinking modes ----------------------------------------------------------------------------------------------
+
+TRACE, ANSWER = "Debrecen plant", "In Debrecen."
+
+
+@pytest.fixture
+def scripted(model, tok):
+    """The model's generate, made to write `<think>TRACE</think>ANSWER` where the prompt leaves thinking on and
+    ANSWER after the template's empty think block: a random model's own words would carry no trace to split off."""
+    empty = empty_think_ids(tok)
+    scripts = {mode: tok.encode(text + "<|im_end|>", add_special_tokens=False) for mode, text in
+               ((True, f"<think>\n{TRACE}\n</think>\n\n{ANSWER}"), (False, ANSWER))}
+
+    def generate(*args, **kwargs):
+        start = kwargs["input_ids"].shape[1]
+
+        def allowed(_, ids: torch.Tensor) -> list[int]:
+            script = scripts[ids[start - len(empty):start].tolist() != empty]
+            return [script[min(len(ids) - start, len(script) - 1)]]
+
+        return type(model).generate(model, *args, prefix_allowed_tokens_fn=allowed, **kwargs)
+
+    model.generate = generate
+    yield model
+    del model.generate
+
+
+def test_both_thinking_modes_are_measured_and_their_traces_kept_apart(scripted, tok, tmp_path):
+    write_processed(tmp_path / "data")
+    params = parse_params({"eval": EVAL | {"max_new_tokens": 16, "enable_thinking": [False, True]}})
+    metrics = evaluate_model(scripted, tok, params, tmp_path / "data", tmp_path / "metrics")
+    assert metrics["thinking_modes"] == ["non_thinking", "thinking"]
+    headline = json.loads((tmp_path / "metrics" / "metrics.json").read_text())
+    assert list(headline)[-4:] == ["semantic_entropy", "qa_token_f1", "semantic_entropy_thinking",
+                                   "qa_token_f1_thinking"]
+    assert headline["semantic_entropy_thinking"] == metrics["semantic_entropy_thinking"]["discrete"] == 0.0
+    # the answer alone is scored: the same answer scores the same with a trace before it as without
+    assert headline["qa_token_f1_thinking"] == headline["qa_token_f1"] == pytest.approx(token_f1(ANSWER, "In Debrecen, Hungary."))
+    for name, items in (("generations", 2), ("qa_answers", 1)):
+        rows = read_jsonl(tmp_path / "metrics" / f"{name}.jsonl")
+        assert [(r["mode"], r["thinking"], r["answer"]) for r in rows] == [
+            ("non_thinking", "", ANSWER), ("thinking", TRACE, ANSWER)] * items
+    rows = read_jsonl(tmp_path / "metrics" / "semantic_entropy.jsonl")
+    assert [r["mode"] for r in rows] == ["non_thinking", "thinking"] * 2
+    assert {(r["mode"], s["thinking"], s["answer"]) for r in rows for s in r["samples"]} == {
+        ("non_thinking", "", ANSWER), ("thinking", TRACE, ANSWER)}
+
+
+def test_a_template_without_the_thinking_switch_is_measured_once(model, tok, tmp_path, caplog):
+    smollm2 = copy.deepcopy(tok)
+    smollm2.chat_template = (ROOT / "bmw" / "base" / "smollm2_chatml.jinja").read_text(encoding="utf-8")
+    write_processed(tmp_path / "data")
+    params = parse_params({"eval": EVAL | {"enable_thinking": [False, True]}})
+    with caplog.at_level(logging.INFO, logger="bmw.eval.generation"):
+        metrics = evaluate_model(model, smollm2, params, tmp_path / "data", tmp_path / "metrics")
+    assert "the chat template has no thinking switch; thinking mode skipped" in caplog.text
+    assert metrics["thinking_modes"] == ["non_thinking"]
+    check_outputs(tmp_path / "metrics", metrics)  # today's keys and files, nothing twice
+    assert {r["mode"] for r in read_jsonl(tmp_path / "metrics" / "generations.jsonl")} == {"non_thinking"}

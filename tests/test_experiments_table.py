@@ -1,5 +1,7 @@
 """The cross-type table reads `dvc exp show --json` as DVC 3 writes it (captured from a real run)."""
 
+import json
+
 from bmw.report.experiments import cross_type_rows, cross_type_table
 
 
@@ -34,3 +36,15 @@ def test_rows_per_type_and_variant_newest_run_wins():
     assert rows[0] == ["original/full", "main", "5.59", "-", "-", "-", "-"]
     assert rows[4] == ["pruned/lora", "loamy-awls", "14.96", "-", "0.250", "0.500", "0.310"]
     assert "older-pruned" not in cross_type_table(EXP_SHOW)
+
+
+def test_a_second_thinking_mode_gets_columns_where_an_experiment_has_them():
+    assert "thinking" not in cross_type_table(EXP_SHOW)
+    exp_show = json.loads(json.dumps(EXP_SHOW))
+    exp_show[1]["data"]["metrics"]["metrics/eval/lora/metrics.json"]["data"] |= {
+        "semantic_entropy_thinking": 0.75, "qa_token_f1_thinking": 0.125}
+    header = cross_type_table(exp_show).splitlines()[0]
+    assert header.endswith("| QA answer F1 ↑ | Semantic entropy (thinking) ↓ | QA answer F1 (thinking) ↑ |")
+    rows = cross_type_rows(exp_show)
+    assert rows[1] == ["original/lora", "main", "11.40", "-", "0.250", "0.500", "0.310", "0.750", "0.125"]
+    assert rows[0][-2:] == ["-", "-"]

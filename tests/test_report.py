@@ -9,7 +9,7 @@ from bmw.io import write_json, write_jsonl
 from bmw.params import parse_params
 from bmw.report.collect import collect
 from bmw.report.render import make_plots, model_card, report_markdown
-from bmw.report.tables import training_table, variant_table
+from bmw.report.tables import generations_table, training_table, variant_table
 
 
 def _write_variant(root: Path, name: str, type_: str, method: str, ppl: float, per_epoch: float | None):
@@ -77,3 +77,25 @@ def test_report_from_metric_files(tmp_path):
     card = model_card(results, params)
     assert card.startswith("---\n") and "value: 10.0000" in card and "Best test perplexity: **full**" in card
     json.dumps(text)  # plain text, no objects leaked in
+
+
+def test_a_second_thinking_mode_gets_columns_and_generation_rows_of_its_own(tmp_path):
+    metrics = tmp_path / "metrics"
+    _write_variant(metrics, "baseline", "original", "none", 90.0, None)
+    _write_variant(metrics, "lora", "original", "lora", 10.0, 20.0)
+    details = metrics / "eval" / "lora" / "details.json"
+    write_json(details, json.loads(details.read_text()) | {
+        "semantic_entropy_thinking": {"discrete": 0.25, "weighted": 0.2}, "qa_generation_thinking": {"token_f1": 0.75}})
+    write_jsonl(metrics / "eval" / "lora" / "generations.jsonl", [
+        {"id": "p1", "mode": "non_thinking", "prompt": "Tell me about: X | Y", "answer": "lora says"},
+        {"id": "p1", "mode": "thinking", "prompt": "Tell me about: X | Y", "answer": "lora thought",
+         "thinking": "hmm"}])
+    results = collect(["baseline", "lora"], metrics)
+    table = variant_table(results).splitlines()
+    assert table[0].endswith("| Semantic entropy (thinking) ↓ | QA answer F1 (thinking) ↑ |")
+    assert table[2].endswith("| - | - |") and table[3].endswith("| **0.250** | **0.750** |")
+    assert "(non-thinking)" not in table[0]  # no variant has that column
+    generations = generations_table(results)
+    assert "| Tell me about: X \\| Y (non-thinking) | baseline says | lora says |" in generations
+    assert "| Tell me about: X \\| Y (thinking) | - | lora thought |" in generations
+    assert "hmm" not in generations  # the answers side by side, not the traces

@@ -25,6 +25,7 @@ from bmw.io import write_jsonl
 from bmw.models.base import load_base
 from bmw.models.identity import base_identity, identity_differences
 from bmw.models.plan import plan_path, save_plan
+from bmw.models.thinking import EMPTY_THINK
 from bmw.models.surgery import apply_plan
 from bmw.models.variant import load_variant, save_variant
 from bmw.params import BaseModelParams, VariantParams, parse_params
@@ -286,7 +287,10 @@ def overfit(project, tmp_path_factory):
     """Full fine-tuning at a high constant learning rate, evaluated every step: validation loss soon rises."""
     ck = tmp_path_factory.mktemp("overfit") / "ck"
     params = parse_params(PARAMS)
-    train = params.train.model_copy(update={"eval_steps": 1, "scheduler": "constant", "early_stopping_patience": 3})
+    # with the empty think block masked this run's validation loss keeps falling for 40 steps: unmasked, it rises
+    # after step 2 (the case these tests need)
+    train = params.train.model_copy(update={"eval_steps": 1, "scheduler": "constant", "early_stopping_patience": 3,
+                                            "mask_empty_think": False})
     model, tokenizer = load_base(project / "models" / "base")
     model, figures, _ = fit(
         apply_plan(model, PLAN), tokenizer,
@@ -337,7 +341,55 @@ def test_assistant_only_loss_masks_all_but_the_assistant_turns(project, tmp_path
         trained_on = [t for t, label in zip(ids, labels) if label != -100]
         assert tokenizer.decode(trained_on) == row["messages"][-1]["content"] + "<|im_end|>"
         assert "<|im_start|>" not in tokenizer.decode(trained_on)
-    assert all(ids == labels for ids, labels in labelled(False))
+    # the whole text but the empty think block (train.mask_empty_think, on by default)
+    for (ids, labels), row in zip(labelled(False), data):
+        trained_on = [t for t, label in zip(ids, labels) if label != -100]
+        rendered = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        assert tokenizer.decode(trained_on) == rendered.replace(EMPTY_THINK, "")
+
+
+def _trained_rows(model, tokenizer, data, tmp_path, **train) -> list[tuple[list[int], list[int]]]:
+    params = parse_params(PARAMS)
+    config = run_config(params.train.model_copy(update={"max_length": 512} | train), params.variants["full"], 42,
+                        tmp_path, "float32")
+    trainer = build_trainer(model, tokenizer, config, data, data)
+    return [(row["input_ids"], row["labels"]) for row in trainer.train_dataset]
+
+
+def _split(tokenizer, ids: list[int], labels: list[int]) -> tuple[str, str]:
+    """(the text trained on, the text left out of the loss)"""
+    return (tokenizer.decode([t for t, label in zip(ids, labels) if label != -100]),
+            tokenizer.decode([t for t, label in zip(ids, labels) if label == -100]))
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_the_empty_think_block_is_left_out_of_the_loss_of_the_whole_text(project, tmp_path, packing):
+    """Qwen3's template writes `<think>\n\n</think>\n\n` before each answer: with mask_empty_think its tokens, and
+    only they, carry no label, in packed rows too; off, every token is trained on."""
+    model, tokenizer = load_base(project / "models" / "base")
+    data = load_chat_split(project / "data" / "processed" / "validation.jsonl")
+    rendered = [tokenizer.apply_chat_template(row["messages"], tokenize=False) for row in data]
+    assert all(text.count(EMPTY_THINK) == 1 for text in rendered)
+    rows = _trained_rows(model, tokenizer, data, tmp_path, packing=packing)
+    assert len(rows) == (1 if packing else len(data))
+    for ids, labels in rows:
+        trained, left_out = _split(tokenizer, ids, labels)
+        assert left_out == EMPTY_THINK * (len(data) if packing else 1)
+        assert EMPTY_THINK not in trained and "<think>" not in trained
+    assert sorted("".join(_split(tokenizer, *row)[0] for row in rows)) == sorted(
+        "".join(text.replace(EMPTY_THINK, "") for text in rendered))  # every other token, the answers', trained on
+    assert all(ids == labels for ids, labels in _trained_rows(model, tokenizer, data, tmp_path, packing=packing,
+                                                              mask_empty_think=False))
+
+
+def test_a_template_without_thinking_has_nothing_masked(project, tmp_path, caplog):
+    model, tokenizer = load_base(project / "models" / "base")
+    tokenizer.chat_template = (ROOT / "bmw" / "base" / "smollm2_chatml.jinja").read_text(encoding="utf-8")
+    data = load_chat_split(project / "data" / "processed" / "validation.jsonl")
+    with caplog.at_level(logging.INFO, logger="bmw.train.sft"):
+        rows = _trained_rows(model, tokenizer, data, tmp_path)
+    assert "the chat template writes no think block; nothing to mask" in caplog.text
+    assert all(ids == labels for ids, labels in rows)
 
 
 def test_length_grouped_batches_come_in_an_order_set_by_the_seed_and_epoch_alone(project, tmp_path):

@@ -4,6 +4,11 @@
 - `details.json`: every figure (perplexity of the assistant turns, MCQA by question type, ...), for the report;
 - `run.json`: how long each part took (wall clock: not a metric, not in git);
 - `generations.jsonl`, `semantic_entropy.jsonl`, `mcqa_items.jsonl`, `qa_answers.jsonl`: per-item results.
+
+The generative parts (generations, semantic entropy, QA answers) run once per thinking mode of `eval.enable_thinking`
+the template has: the first mode's figures under the plain keys, another's under keys carrying its name
+(`semantic_entropy_thinking`); each per-item row names its mode and keeps the thinking apart from the answer, which
+alone is scored.
 """
 
 from __future__ import annotations
@@ -14,20 +19,22 @@ from pathlib import Path
 
 import torch
 
-from bmw.eval.generation import generate, render_prompt
+from bmw.eval.generation import generate, render_prompt, thinking_modes
 from bmw.eval.lm_eval_tasks import run_tasks, task_metrics
 from bmw.eval.multiple_choice import evaluate_mcqa, qa_loglik
 from bmw.eval.qa_generation import qa_generation
 from bmw.eval.perplexity import evaluate_perplexity
-from bmw.eval.semantic_entropy import semantic_entropy
+from bmw.eval.semantic_entropy import make_clusterer, semantic_entropy
 from bmw.io import read_jsonl, write_json, write_jsonl
 from bmw.models.base import compute_dtype
+from bmw.models.thinking import mode_name
 from bmw.models.variant import load_variant
 from bmw.params import Params
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("test.jsonl", "prompts.jsonl", "mcqa.jsonl", "mcqa_knowledge.jsonl", "qa_reference.jsonl")
+OTHER_MODES = ("thinking", "non_thinking")  # the suffixes of a second mode's keys
 
 
 def read_inputs(data_dir: Path) -> dict[str, list[dict]]:
@@ -50,6 +57,9 @@ def headline(details: dict) -> dict:
         "semantic_entropy": details["semantic_entropy"]["discrete"],
         "qa_token_f1": details.get("qa_generation", {}).get("token_f1"),
     }
+    for mode in OTHER_MODES:
+        figures[f"semantic_entropy_{mode}"] = details.get(f"semantic_entropy_{mode}", {}).get("discrete")
+        figures[f"qa_token_f1_{mode}"] = details.get(f"qa_generation_{mode}", {}).get("token_f1")
     return {name: value for name, value in figures.items() if value is not None}
 
 
@@ -61,7 +71,19 @@ def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir
     p, system = params.eval, params.format.system_prompt or None
     data = read_inputs(data_dir)
     conversations = [row["messages"] for row in data["test"]]
-    parts = ["perplexity", "generation", "semantic entropy", "multiple choice", "qa log-likelihood", "qa answers"]
+    modes = thinking_modes(tokenizer, p.thinking_modes)
+
+    def label(part: str, thinking: bool) -> str:
+        return part if len(modes) == 1 else f"{part} ({mode_name(thinking)})"
+
+    def key(name: str, thinking: bool) -> str:
+        return name if thinking == modes[0] else f"{name}_{mode_name(thinking)}"
+
+    def each_mode(part: str) -> list[str]:
+        return [label(part, thinking) for thinking in modes]
+
+    parts = ["perplexity", *each_mode("generation"), *each_mode("semantic entropy"), "multiple choice",
+             "qa log-likelihood", *each_mode("qa answers")]
     parts += ["lm-eval"] if p.lm_eval_tasks else []
     step = iter(range(1, len(parts) + 1))
     began: dict[str, float] = {}  # part -> start time
@@ -70,27 +92,35 @@ def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir
         began[part] = time.perf_counter()
         log.info("eval [%d/%d] %s (%.1fs so far)", next(step), len(parts), part, began[part] - started)
 
-    metrics: dict = {}
+    metrics: dict = {"thinking_modes": [mode_name(thinking) for thinking in modes]}
     progress("perplexity")
     metrics.update(evaluate_perplexity(
         model, tokenizer, conversations, p.window, p.stride, p.batch_size,
         loss_max_length=params.train.max_length, loss_assistant_only=params.train.assistant_only_loss,
+        loss_mask_empty_think=params.train.mask_empty_think,
     ))
 
-    progress("generation")
-    prompts = data["prompts"]
-    rendered = [render_prompt(tokenizer, row["prompt"], system, p.enable_thinking) for row in prompts]
-    generations = generate(model, tokenizer, rendered, p, seed=params.seed)
-    write_jsonl(metrics_dir / "generations.jsonl", [
-        {"id": row["id"], "title": row.get("title"), "prompt": row["prompt"], "text": g.text, "thinking": g.thinking,
-         "answer": g.answer, "tokens": len(g.token_ids), "finished": g.finished}
-        for row, (g,) in zip(prompts, generations)
-    ], sort_key="id")
+    prompts, generated = data["prompts"], []
+    for thinking in modes:
+        progress(label("generation", thinking))
+        rendered = [render_prompt(tokenizer, row["prompt"], system, thinking) for row in prompts]
+        generated += [
+            {"id": row["id"], "mode": mode_name(thinking), "title": row.get("title"), "prompt": row["prompt"],
+             "text": g.text, "thinking": g.thinking, "answer": g.answer, "tokens": len(g.token_ids),
+             "finished": g.finished}
+            for row, (g,) in zip(prompts, generate(model, tokenizer, rendered, p, seed=params.seed))
+        ]
+    write_jsonl(metrics_dir / "generations.jsonl", generated, sort_key=("id", "mode"))
 
-    progress("semantic entropy")
-    metrics["semantic_entropy"], se_rows = semantic_entropy(model, tokenizer, prompts, p, seed=params.seed,
-                                                            system=system)
-    write_jsonl(metrics_dir / "semantic_entropy.jsonl", se_rows, sort_key="id")
+    clusterer, se_rows = None, []
+    for thinking in modes:
+        progress(label("semantic entropy", thinking))
+        clusterer = clusterer or make_clusterer(p)  # loaded once, for every mode
+        metrics[key("semantic_entropy", thinking)], rows = semantic_entropy(
+            model, tokenizer, prompts, p, seed=params.seed, system=system, clusterer=clusterer,
+            enable_thinking=thinking)
+        se_rows += rows
+    write_jsonl(metrics_dir / "semantic_entropy.jsonl", se_rows, sort_key=("id", "mode"))
 
     progress("multiple choice")
     metrics["mcqa"], heldout = evaluate_mcqa(model, tokenizer, data["mcqa"], system=system, batch_size=p.batch_size)
@@ -104,9 +134,13 @@ def evaluate_model(model, tokenizer, params: Params, data_dir: Path, metrics_dir
     progress("qa log-likelihood")
     metrics["qa_loglik"] = qa_loglik(model, tokenizer, data["qa_reference"], system=system, batch_size=p.batch_size)
 
-    progress("qa answers")
-    metrics["qa_generation"], qa_rows = qa_generation(model, tokenizer, data["qa_reference"], p, system, params.seed)
-    write_jsonl(metrics_dir / "qa_answers.jsonl", qa_rows, sort_key="id")
+    qa_rows = []
+    for thinking in modes:
+        progress(label("qa answers", thinking))
+        metrics[key("qa_generation", thinking)], rows = qa_generation(
+            model, tokenizer, data["qa_reference"], p, system, params.seed, enable_thinking=thinking)
+        qa_rows += rows
+    write_jsonl(metrics_dir / "qa_answers.jsonl", qa_rows, sort_key=("id", "mode"))
 
     if p.lm_eval_tasks:
         progress("lm-eval")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
 
+from bmw.models.thinking import THINK_CLOSE, THINK_OPEN, has_thinking_switch
 from bmw.params import EvalParams
 
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,16 @@ def split_thinking(text: str) -> tuple[str, str]:
         before, _, thinking = text.partition(THINK_OPEN)
         return thinking.strip(), before.strip()
     return "", text.strip()
+
+
+def thinking_modes(tokenizer, requested: list[bool]) -> list[bool]:
+    """The `requested` enable_thinking modes, in order, where the chat template has the switch; else the one mode the
+    model has (SmolLM2): a thinking mode would only repeat it."""
+    if has_thinking_switch(tokenizer):
+        return requested
+    if True in requested:
+        log.info("eval.enable_thinking: the chat template has no thinking switch; thinking mode skipped")
+    return [False]
 
 
 def render_prompt(tokenizer, prompt: str, system: str | None, enable_thinking: bool) -> str:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from bmw.models.thinking import empty_think_ids, empty_think_positions
+
 
 @dataclass(frozen=True)
 class RenderedChat:
@@ -154,11 +156,13 @@ def evaluate_perplexity(
     *,
     loss_max_length: int,
     loss_assistant_only: bool = False,
+    loss_mask_empty_think: bool = False,
 ) -> dict:
     """{"perplexity", "perplexity_assistant": {ppl, nll, tokens, bits_per_byte}, "test_loss"} for conversations.
 
     `test_loss` is the trainer's eval loss on these documents: each truncated to `loss_max_length` tokens, the mean
-    NLL over its (assistant, if `loss_assistant_only`) tokens. When `loss_max_length` equals `window`, the sliding
+    NLL over its (assistant, if `loss_assistant_only`) tokens, less the empty think block's if `loss_mask_empty_think`
+    (as training leaves them out: bmw.models.thinking). When `loss_max_length` equals `window`, the sliding
     pass's first windows are exactly those truncated documents and no second pass is needed.
     """
     chats = [render_chat(tokenizer, messages) for messages in conversations]
@@ -169,6 +173,11 @@ def evaluate_perplexity(
         if loss_max_length == window
         else token_nlls(model, docs, loss_max_length, loss_max_length, batch_size, first_window_only=True)
     )
+    pattern = empty_think_ids(tokenizer) if loss_mask_empty_think else None
+    if pattern:
+        for chat, doc in zip(chats, truncated):
+            for pos in empty_think_positions(chat.ids, pattern):
+                doc[pos] = None
     loss_sum, loss_tokens, _ = _select(chats, truncated, loss_assistant_only)
     if loss_tokens == 0:
         raise ValueError("no tokens were scored for the test loss: the test documents carry no labels")

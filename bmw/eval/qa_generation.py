@@ -13,6 +13,7 @@ import unicodedata
 from collections import Counter
 
 from bmw.eval.generation import generate, render_prompt
+from bmw.models.thinking import mode_name
 from bmw.params import EvalParams
 
 ARTICLES = frozenset({"a", "an", "the"})
@@ -36,13 +37,14 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def qa_generation(model, tokenizer, items: list[dict], params: EvalParams, system: str | None,
-                  seed: int) -> tuple[dict, list[dict]]:
+                  seed: int, enable_thinking: bool = False) -> tuple[dict, list[dict]]:
     """({"token_f1": mean, "n"}, one row per item with its greedy answer and F1); answers are cut at
     `eval.max_new_tokens`."""
-    rendered = [render_prompt(tokenizer, item["question"], system, params.enable_thinking) for item in items]
+    rendered = [render_prompt(tokenizer, item["question"], system, enable_thinking) for item in items]
     generations = generate(model, tokenizer, rendered, params, seed=seed, do_sample=False)
-    rows = [{"id": item["id"], "question": item["question"], "reference": item["answer"], "answer": g.answer,
-             "thinking": g.thinking, "finished": g.finished, "token_f1": round(token_f1(g.answer, item["answer"]), 6)}
+    rows = [{"id": item["id"], "mode": mode_name(enable_thinking), "question": item["question"],
+             "reference": item["answer"], "answer": g.answer, "thinking": g.thinking, "finished": g.finished,
+             "token_f1": round(token_f1(g.answer, item["answer"]), 6)}
             for item, (g,) in zip(items, generations)]
     mean = sum(r["token_f1"] for r in rows) / len(rows) if rows else None
     return {"token_f1": mean, "n": len(rows)}, rows

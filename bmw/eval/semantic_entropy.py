@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from bmw.eval.generation import generate, render_prompt
+from bmw.models.thinking import mode_name
 from bmw.params import EvalParams
 
 log = logging.getLogger(__name__)
@@ -124,20 +125,22 @@ def make_clusterer(params: EvalParams) -> Clusterer:
 
 def semantic_entropy(
     model, tokenizer, prompts: list[dict], params: EvalParams, *, seed: int, system: str | None,
-    clusterer: Clusterer | None = None,
+    clusterer: Clusterer | None = None, enable_thinking: bool = False,
 ) -> tuple[dict, list[dict]]:
-    """Semantic entropy over the first `params.se_prompts` prompts ({id, prompt}): (summary, per-prompt rows)."""
+    """Semantic entropy over the first `params.se_prompts` prompts ({id, prompt}): (summary, per-prompt rows).
+    Answers are clustered without their thinking, which each sample keeps apart."""
     chosen = prompts[: params.se_prompts]
     if not chosen:
         raise ValueError("semantic entropy needs at least one prompt; prompts.jsonl is empty")
     cluster = clusterer or make_clusterer(params)
-    rendered = [render_prompt(tokenizer, p["prompt"], system, params.enable_thinking) for p in chosen]
+    rendered = [render_prompt(tokenizer, p["prompt"], system, enable_thinking) for p in chosen]
     samples = generate(model, tokenizer, rendered, params, seed=seed, num_return_sequences=params.se_samples)
     rows = []
     for prompt, gens in zip(chosen, samples):
         clusters = cluster([g.answer for g in gens])
         rows.append({
             "id": prompt["id"],
+            "mode": mode_name(enable_thinking),
             "prompt": prompt["prompt"],
             "samples": [
                 {"answer": g.answer, "thinking": g.thinking, "logprob": g.logprob, "tokens": len(g.token_ids),

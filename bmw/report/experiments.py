@@ -25,6 +25,10 @@ TYPES: tuple[ModelType, ...] = ("original", "dropped", "pruned", "laco", "replac
 COLUMNS = [("Test perplexity ↓", "perplexity", 2), ("Knowledge MCQA ↑", "mcqa_knowledge_acc", 3),
            ("Held-out MCQA ↑", "mcqa_heldout_acc", 3), ("Semantic entropy ↓", "semantic_entropy", 3),
            ("QA answer F1 ↑", "qa_token_f1", 3)]  # header, key of metrics/eval/<variant>/metrics.json, digits
+# a second thinking mode's figures (eval.enable_thinking: [false, true]): shown where an experiment has them
+MODE_COLUMNS = [column for mode in ("thinking", "non_thinking") for column in (
+    (f"Semantic entropy ({mode.replace('_', '-')}) ↓", f"semantic_entropy_{mode}", 3),
+    (f"QA answer F1 ({mode.replace('_', '-')}) ↑", f"qa_token_f1_{mode}", 3))]
 
 
 def _runs(exp_show: list[dict]) -> list[tuple[str, dict]]:
@@ -39,8 +43,14 @@ def _runs(exp_show: list[dict]) -> list[tuple[str, dict]]:
     return runs + commits
 
 
+def _columns(exp_show: list[dict]) -> list[tuple[str, str, int]]:
+    keys = {key for _, data in _runs(exp_show) for m in data["metrics"].values() for key in (m.get("data") or {})}
+    return COLUMNS + [c for c in MODE_COLUMNS if c[1] in keys]
+
+
 def cross_type_rows(exp_show: list[dict]) -> list[list[str]]:
     """One row per (model type, variant), taken from the newest run of that type."""
+    columns = _columns(exp_show)
     newest: dict[str, tuple[str, dict]] = {}
     for name, data in _runs(exp_show):
         params = data["params"]["params.yaml"]["data"]
@@ -55,13 +65,13 @@ def cross_type_rows(exp_show: list[dict]) -> list[list[str]]:
             if (row_type, variant) in seen:  # a variant pinning its type is the same in every experiment
                 continue
             seen.add((row_type, variant))
-            cells = [fmt(metrics.get(key), digits) for _, key, digits in COLUMNS]
+            cells = [fmt(metrics.get(key), digits) for _, key, digits in columns]
             rows.append([f"{row_type}/{variant}", name] + cells)
     return rows
 
 
 def cross_type_table(exp_show: list[dict]) -> str:
-    return markdown_table(["Model", "Experiment"] + [c[0] for c in COLUMNS], cross_type_rows(exp_show))
+    return markdown_table(["Model", "Experiment"] + [c[0] for c in _columns(exp_show)], cross_type_rows(exp_show))
 
 
 def _dvc(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -50,6 +50,12 @@ VARIANT_COLUMNS: list[Column] = [
     ("QA log-lik ↑", "eval.qa_loglik.mean", 4, False),
     ("QA answer F1 ↑", "eval.qa_generation.token_f1", 3, False),
 ]
+# a second thinking mode's figures (eval.enable_thinking: [false, true]): shown where a variant has them
+MODE_COLUMNS: list[Column] = [
+    column for mode in ("thinking", "non_thinking") for column in (
+        (f"Semantic entropy ({mode.replace('_', '-')}) ↓", f"eval.semantic_entropy_{mode}.discrete", 3, True),
+        (f"QA answer F1 ({mode.replace('_', '-')}) ↑", f"eval.qa_generation_{mode}.token_f1", 3, False))
+]
 
 
 def _cells(results: list[VariantResult], columns: list[Column]) -> list[list[str]]:
@@ -70,8 +76,9 @@ def _arch(r: VariantResult) -> list[str]:
 
 def variant_table(results: list[VariantResult]) -> str:
     """The seeds' comparison table: one row per variant, the best value of each column in bold."""
-    header = ["Variant", "Type", "Method", "Layers"] + [c[0] for c in VARIANT_COLUMNS]
-    rows = [_arch(r) + cells for r, cells in zip(results, _cells(results, VARIANT_COLUMNS))]
+    columns = VARIANT_COLUMNS + [c for c in MODE_COLUMNS if any(r.get(c[1]) is not None for r in results)]
+    header = ["Variant", "Type", "Method", "Layers"] + [c[0] for c in columns]
+    rows = [_arch(r) + cells for r, cells in zip(results, _cells(results, columns))]
     return markdown_table(header, rows)
 
 
@@ -114,15 +121,18 @@ def mcqa_by_type_table(results: list[VariantResult]) -> str:
 
 
 def generations_table(results: list[VariantResult], max_chars: int = 280) -> str:
-    """Each held-out prompt with every variant's answer beside it."""
-    by_prompt: dict[str, dict[str, str]] = {}
+    """Each held-out prompt with every variant's answer beside it, a row per thinking mode where there are two."""
+    by_prompt: dict[tuple[str, str], dict[str, str]] = {}
     for r in results:
         for g in r.generations:
             answer = g.get("answer", "")
             short = answer if len(answer) <= max_chars else answer[:max_chars].rstrip() + " ..."
-            by_prompt.setdefault(g.get("prompt", g.get("id", "")), {})[r.name] = short
+            # files written before eval recorded the mode hold non-thinking answers (the params' default)
+            by_prompt.setdefault((g.get("prompt", g.get("id", "")), g.get("mode", "non_thinking")), {})[r.name] = short
+    several = len({mode for _, mode in by_prompt}) > 1
     header = ["Prompt"] + [r.name for r in results]
-    rows = [[p] + [answers.get(r.name, "-") for r in results] for p, answers in by_prompt.items()]
+    rows = [[f"{p} ({mode.replace('_', '-')})" if several else p] + [answers.get(r.name, "-") for r in results]
+            for (p, mode), answers in by_prompt.items()]
     return markdown_table(header, rows)
 
 

@@ -69,7 +69,8 @@ class RunConfig:
     attention packed batches are trained with (None: the model's own); `dtype`: the weights' dtype, the one the
     variant is saved in (`args.bf16` says whether the matmuls run in bfloat16 over them); `logits_loss`: the loss
     from the model's whole logits instead of TRL's chunked LM head (bmw.train.sft.LogitsLossSFTTrainer: where there
-    is no GPU, so no Triton for TRL's kernels).
+    is no GPU, so no Triton for TRL's kernels); `mask_empty_think`: leave the chat template's empty think block out
+    of the loss (bmw.models.thinking).
     """
 
     args: SFTConfig
@@ -78,6 +79,7 @@ class RunConfig:
     packed_attention: str | None
     dtype: str
     logits_loss: bool = False
+    mask_empty_think: bool = False
 
 
 def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint_dir: Path, dtype: str,
@@ -89,6 +91,7 @@ def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint
         packed_attention=packed_attention(train),
         dtype=dtype,
         logits_loss=not torch.cuda.is_available(),
+        mask_empty_think=train.mask_empty_think,
     )
 
 

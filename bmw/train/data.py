@@ -1,4 +1,5 @@
-"""Read the chat-formatted splits written by the format stage into `datasets.Dataset`s for TRL."""
+"""Read the chat-formatted splits written by the format stage into `datasets.Dataset`s for TRL; leave the empty
+think block out of the labels of the rows TRL tokenised."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 from pathlib import Path
 
 from datasets import Dataset
+
+from bmw.models.thinking import mask_empty_think
 
 ROLES = {"system", "user", "assistant"}
 
@@ -42,3 +45,13 @@ def load_chat_split(path: Path) -> Dataset:
     if not rows:
         raise ValueError(f"{path}: no examples")
     return Dataset.from_list(rows)
+
+
+def _masked_row(row: dict, pattern: list[int]) -> dict:
+    return {"labels": mask_empty_think(row["input_ids"], row["labels"], pattern)}
+
+
+def without_empty_think(dataset: Dataset, pattern: list[int]) -> Dataset:
+    """TRL's tokenised rows (packed or not) with the empty think block's tokens (`pattern`) out of the loss: the
+    labels every loss path (TRL's chunked LM head, Liger's kernels, the logits) reads."""
+    return dataset.map(_masked_row, fn_kwargs={"pattern": pattern}, desc="Masking the empty think block")

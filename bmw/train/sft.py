@@ -22,8 +22,10 @@ from transformers.integrations.liger import apply_liger_kernel
 from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 
+from bmw.models.thinking import empty_think_ids
 from bmw.train.checkpoints import KeepOnlyWhatResumeNeeds, resume_point
 from bmw.train.config import RunConfig, ensure_packing_safe
+from bmw.train.data import without_empty_think
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.train.fsdp_head import CompleteHeadForward
 from bmw.train.launch import is_main_process
@@ -85,7 +87,7 @@ def build_trainer(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> SFTTrainer:
     """TRL's SFTTrainer for `config` (config.logits_loss: with the loss from the logits); the LoRA adapter is
-    added unless `model` already carries one."""
+    added unless `model` already carries one; config.mask_empty_think: the empty think block out of the labels."""
     if config.args.packing:
         ensure_packing_safe(model, config.packed_attention)
     stopping = [EarlyStoppingCallback(early_stopping_patience=config.patience)] if config.patience else []
@@ -99,6 +101,8 @@ def build_trainer(
         peft_config=None if isinstance(model, PeftModel) else config.peft,
         callbacks=[*callbacks, *stopping],
     )
+    if config.mask_empty_think:
+        _mask_empty_think(trainer, tokenizer)
     if trainer.is_fsdp_enabled:
         trainer.add_callback(CompleteHeadForward())
     if isinstance(trainer.model, PeftModel):
@@ -106,6 +110,16 @@ def build_trainer(
         if trainer.args.bf16:
             set_adapter_input_casts(trainer.model, enabled=False)
     return trainer
+
+
+def _mask_empty_think(trainer: SFTTrainer, tokenizer: PreTrainedTokenizerBase) -> None:
+    # on the rows TRL tokenised, truncated and packed: the mask then reaches every collator and loss path
+    pattern = empty_think_ids(tokenizer)
+    if pattern is None:
+        log.info("train.mask_empty_think: the chat template writes no think block; nothing to mask")
+        return
+    trainer.train_dataset = without_empty_think(trainer.train_dataset, pattern)
+    trainer.eval_dataset = without_empty_think(trainer.eval_dataset, pattern)
 
 
 def fit(
