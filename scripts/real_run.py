@@ -221,13 +221,15 @@ def exp_records(repo: Path, root: Path, env: dict) -> None:
     exps/<model type>/."""
     shown = json.loads(subprocess.run(dvc("exp", "show", "--json"), cwd=repo, env=env, capture_output=True,
                                       text=True, check=True).stdout)
-    names = [(e["name"], r["data"]["params"]["params.yaml"]["data"]["model"]["type"])
-             for c in shown for e in c.get("experiments") or [] for r in e["revs"][:1] if r.get("data")]
-    for name, kind in names:
+    runs = [(e["name"], r["data"]["params"]["params.yaml"]["data"])
+            for c in shown for e in c.get("experiments") or [] for r in e["revs"][:1] if r.get("data")]
+    for name, params in runs:
         subprocess.run(dvc("exp", "apply", name), cwd=repo, env=env, check=True, capture_output=True)
-        out = root / "exps" / kind
+        out = root / "exps" / params["model"]["type"]
         out.mkdir(parents=True, exist_ok=True)
-        for path in [*repo.glob("metrics/train/*/run.json"), *repo.glob("metrics/eval/*/metrics.json"),
+        # the experiment's own variants: the checkout's metrics folder also holds the embedded default's
+        for path in [*(repo / "metrics" / stage / variant / file for variant in params["variants"]
+                       for stage, file in (("train", "run.json"), ("eval", "metrics.json"))),
                      repo / "metrics" / "prune.json"]:
             target = out / path.relative_to(repo / "metrics")
             target.parent.mkdir(parents=True, exist_ok=True)
