@@ -210,6 +210,18 @@ class ReplaceMeParams(Strict):
         return v
 
 
+class HealParams(Strict):
+    # none: the reduced model as removal leaves it; lora: a short distillation before any task fine-tuning, a
+    # rank-`rank` update of every linear projection fitted to the original's next-token distributions
+    # (bmw/prune/heal.py)
+    method: Literal["none", "lora"] = "none"
+    steps: int = Field(100, ge=1)  # optimizer steps, one calibration document each
+    lr: float = Field(1e-3, gt=0)
+    rank: int = Field(8, ge=1)
+    calibration_docs: int = Field(64, ge=1)
+    calibration_tokens: int = Field(16384, ge=64)
+
+
 ModelType = Literal["original", "dropped", "pruned", "laco", "replaceme"]
 MAX_LACO_COMPRESSION = 0.75
 
@@ -220,6 +232,7 @@ class ModelParams(Strict):
     pruned: PrunedParams = PrunedParams()
     laco: LacoParams = LacoParams()
     replaceme: ReplaceMeParams = ReplaceMeParams()
+    heal: HealParams = HealParams()
     calibration_tokens: int = Field(4096, ge=64)
 
 

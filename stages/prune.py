@@ -1,8 +1,8 @@
 """prune: layer plans for model.type and every type a variant pins, with per-layer scores on calibration text.
 
-Writes models/plans/<variant>.json (the plan of the variant's type) and models/plans/_summary.json (sizes by type),
-metrics/prune.json (model.type's sizes), metrics/layer_scores.json and plots/layer_scores.png (the scores, and the
-layers each plan removes).
+Writes models/plans/<variant>.json (the plan of the variant's type) and models/plans/_summary.json (sizes by type,
+and the healing KL where `model.heal` heals), metrics/prune.json (model.type's sizes), metrics/layer_scores.json
+and plots/layer_scores.png (the scores, and the layers each plan removes).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main() -> None:
     model, tokenizer = load_base(BASE_DIR, params.base.dtype, model_device())
     log.info("calibration forwards on %s in %s", model.device, model.dtype)
     p = params.model
-    plans, stats = make_plans(model, tokenizer, TRAIN, params.types_in_use(), p)
+    plans, stats = make_plans(model, tokenizer, TRAIN, params.types_in_use(), p, params.seed)
     by_type: dict = {}
     # installed together, once all is written
     with atomic_dir(PLANS_DIR) as tmp, atomic_file("metrics/prune.json") as prune_metrics, \
@@ -57,6 +57,8 @@ def main() -> None:
                 "params_after": after,
                 "compression": round(1 - after / before, 6),
             }
+            if "heal" in plan:  # KL per token to the original on the healing text, before and after
+                by_type[model_type]["heal"] = {k: plan["heal"][k] for k in ("kl_before", "kl_after")}
             log.info("%s: %d -> %d layers", model_type, plan["layers_before"], plan["layers_after"])
         write_json(tmp / SUMMARY, by_type)
         # the DVC metrics of model.type: what the architecture keeps (the sizes of every type are in the summary)

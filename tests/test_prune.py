@@ -20,11 +20,12 @@ from bmw.base.tiny import build_tiny_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_jsonl
 from bmw.models.base import load_base, model_device
-from bmw.models.plan import load_plan, save_plan, tensors_path
+from bmw.models.plan import load_plan, save_plan, tensor_sha256, tensors_path
 from bmw.models.variant import load_variant, save_variant
 from bmw.models.surgery import apply_plan, decoder_layers, fold_linear_map, merge_layers
 from bmw.params import LacoParams, ModelParams, ParamsError, parse_params
 from bmw.prune.calibration import calibration_sequences
+from bmw.prune.heal import final_states, heal_plan, mean_kl
 from bmw.prune.plans import layer_sources, make_plan, parameter_counts, removed_layers, validate
 from bmw.prune.plots import layer_score_rows, plot_layer_scores
 from bmw.prune.replaceme import block_start
@@ -389,29 +390,35 @@ def test_apply_plan_rejects_a_plan_for_another_model(base):
 
 @pytest.mark.slow
 def test_base_and_prune_stages_are_deterministic(tmp_path):
+    heal = {"method": "lora", "steps": 2, "rank": 2, "calibration_docs": 2, "calibration_tokens": 128}
     params = {
-        "model": {"type": "laco", "calibration_tokens": 128, "laco": {"calibration_docs": 2, "T": 0.5}},
-        "variants": {"baseline": {"method": "none"}, "pruned_lora": {"method": "lora", "type": "pruned"}},
+        "model": {"type": "laco", "calibration_tokens": 128, "laco": {"calibration_docs": 2, "T": 0.5}, "heal": heal},
+        "variants": {"baseline": {"method": "none"}, "pruned_lora": {"method": "lora", "type": "pruned"},
+                     "original": {"method": "none", "type": "original"}},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
     write_jsonl(tmp_path / "data/processed/train.jsonl", _train_rows(3), "id")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    plans = ["baseline.json", "baseline.safetensors", "original.json", "pruned_lora.json", "pruned_lora.safetensors"]
     outputs = ["metrics/prune.json", "metrics/layer_scores.json", "plots/layer_scores.png",
-               "models/plans/baseline.json", "models/plans/pruned_lora.json", "models/plans/_summary.json"]
+               "models/plans/_summary.json"] + [f"models/plans/{name}" for name in plans]
     subprocess.run([sys.executable, "-m", "stages.base"], cwd=tmp_path, env=env, check=True)
     runs = []
     for _ in range(2):
         subprocess.run([sys.executable, "-m", "stages.prune"], cwd=tmp_path, env=env, check=True)
         runs.append({name: (tmp_path / name).read_bytes() for name in outputs})
     assert runs[0] == runs[1]
-    assert sorted(p.name for p in (tmp_path / "models/plans").iterdir()) == [
-        "_summary.json", "baseline.json", "pruned_lora.json"]  # one plan per variant: the plan of its type
+    # one plan per variant: the plan of its type, and the healing updates of each reduced type beside it
+    assert sorted(p.name for p in (tmp_path / "models/plans").iterdir()) == sorted(["_summary.json"] + plans)
     metrics = json.loads(runs[0]["metrics/prune.json"])  # model.type's (laco) sizes
     laco = json.loads(runs[0]["models/plans/baseline.json"])
     assert laco["type"] == "laco" and json.loads(runs[0]["models/plans/pruned_lora.json"])["type"] == "pruned"
     assert metrics["layers_before"] == 36 and metrics["layers_after"] == laco["layers_after"]
+    assert laco["operations"][-1]["op"] == "lowrank" and metrics["heal"] == {
+        k: laco["heal"][k] for k in ("kl_before", "kl_after")}
     summary = json.loads(runs[0]["models/plans/_summary.json"])
     assert summary["laco"] == metrics and summary["pruned"]["layers_after"] == 24
+    assert "heal" not in summary["original"] and "heal" not in json.loads(runs[0]["models/plans/original.json"])
     assert 0 < summary["pruned"]["compression"] < 1
     rows = json.loads(runs[0]["metrics/layer_scores.json"])
     assert [r["layer"] for r in rows] == list(range(36)) and set(rows[0]) == {"layer", "block_influence", "angular"}
@@ -503,3 +510,74 @@ def test_replaceme_on_smollm2_loses_less_than_dropping_its_block(smollm2, tmp_pa
     replaced = _perplexity(apply_plan(copy.deepcopy(model), plan), heldout)
     dropped = _perplexity(apply_plan(copy.deepcopy(model), cut), heldout)
     assert base_ppl < replaced < 0.9 * dropped, (base_ppl, replaced, dropped)
+
+
+# --- healing: a short distillation of the reduced model towards the original, stored in the plan ---------------------
+
+HEAL = {"method": "lora", "steps": 12, "lr": 1e-2, "rank": 4, "calibration_docs": 3, "calibration_tokens": 320}
+
+
+def test_a_lowrank_operation_adds_b_times_a_and_round_trips_through_the_plan_file(base, tmp_path):
+    torch.manual_seed(0)
+    a, b = torch.randn(3, 64), torch.randn(64, 3)  # the tiny model's hidden size: 64
+    module = "model.layers.2.self_attn.o_proj"  # layer 2 of the model after the keep: the base's layer 3
+    plan = {"type": "dropped", "layers_before": 36, "layers_after": 35, "operations": [
+        {"op": "keep", "layers": [i for i in range(36) if i != 1]},
+        {"op": "lowrank", "module": module, "a": a, "b": b}]}
+    save_plan(tmp_path / "plan.json", plan)
+    stored = json.loads((tmp_path / "plan.json").read_text())["operations"][1]
+    assert stored["a"]["sha256"] == tensor_sha256(a) and stored["b"]["sha256"] == tensor_sha256(b)
+    loaded = load_plan(tmp_path / "plan.json")
+    assert torch.equal(loaded["operations"][1]["a"], a) and torch.equal(loaded["operations"][1]["b"], b)
+
+    healed = apply_plan(copy.deepcopy(base), loaded).state_dict()
+    cut = apply_plan(copy.deepcopy(base), {**plan, "operations": plan["operations"][:1]}).state_dict()
+    weight = f"{module}.weight"
+    expected = (decoder_layers(base)[3].self_attn.o_proj.weight.double() + b.double() @ a.double()).float()
+    assert torch.equal(healed[weight], expected) and not torch.equal(healed[weight], cut[weight])
+    assert all(torch.equal(v, cut[k]) for k, v in healed.items() if k != weight)  # nothing else moves
+
+    for op, message in [({"module": "model.layers.2.mlp", "a": a, "b": b}, "'model.layers.2.mlp' is no linear"),
+                        ({"module": "model.layers.40.mlp.up_proj", "a": a, "b": b}, "is no linear layer"),
+                        ({"module": module, "a": a, "b": b.T}, "do not make an update of a weight of shape"),
+                        ({"module": module, "a": {"tensor": "x"}, "b": b}, "no factors")]:
+        with pytest.raises(ValueError, match=message):
+            apply_plan(copy.deepcopy(base), {"operations": [{"op": "lowrank", **op}]})
+
+
+def _heal(base, plan, sequences, **heal):
+    return heal_plan(base, plan, sequences, parse_params({"model": {"heal": HEAL | heal}}).model.heal, seed=7)
+
+
+def test_healing_lowers_the_kl_to_the_original_on_held_out_text(base, stats, sequences, tokenizer, tmp_path):
+    """Fitted on the calibration documents, judged on other articles; the plan file rebuilds the healed model."""
+    plan = _plan("pruned", base, stats, sequences, pruned={"keep": 24})
+    healed = _heal(base, plan, sequences)
+    ops = healed["operations"][len(plan["operations"]):]
+    assert healed["operations"][: len(plan["operations"])] == plan["operations"]
+    assert len(ops) == 24 * 7 and {op["op"] for op in ops} == {"lowrank"}  # q k v o gate up down of each layer
+    record = healed["heal"]
+    assert record["steps"] == 12 and record["documents"] == 3 and record["tokens"] == 320
+    assert record["kl_after"] < 0.8 * record["kl_before"]
+
+    write_jsonl(tmp_path / "heldout.jsonl", sorted(_train_rows(9), key=lambda r: r["id"])[6:], "id")
+    heldout = calibration_sequences(tmp_path / "heldout.jsonl", tokenizer, docs=3, tokens=384, max_length=128)
+    targets, head = final_states(base, heldout), base.get_output_embeddings()
+    save_plan(tmp_path / "healed.json", healed)
+    rebuilt = apply_plan(copy.deepcopy(base), load_plan(tmp_path / "healed.json"))
+    unhealed = apply_plan(copy.deepcopy(base), plan)
+    assert mean_kl(rebuilt, heldout, targets, head) < 0.9 * mean_kl(unhealed, heldout, targets, head)
+    assert math.isclose(mean_kl(rebuilt, sequences, final_states(base, sequences), head), record["kl_after"],
+                        abs_tol=1e-6)  # the record (6 decimals) is of the merged model, as variants get it
+
+
+def test_healing_is_deterministic_and_leaves_the_base_alone(base, stats, sequences):
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    plan = _plan("replaceme", base, stats, sequences, replaceme={"count": 2})
+    first, second = (_heal(base, plan, sequences, steps=3) for _ in range(2))
+    assert first["heal"] == second["heal"]
+    assert all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) if isinstance(x[k], torch.Tensor) else x[k] == y[k]
+                                            for k in x) for x, y in zip(first["operations"], second["operations"]))
+    assert all(torch.equal(v, state[k]) for k, v in base.state_dict().items())
+    other = _heal(base, plan, sequences, steps=3, rank=2)
+    assert other["operations"][-1]["a"].shape == (2, base.config.intermediate_size)  # down_proj: A is r x in

@@ -5,7 +5,9 @@ A plan's `operations` run in order, each on the layer indices of the model as it
 - `{"op": "merge", "start": l, "count": C, "rule": "rdsc"|"last", "scope": "linear"|"all"}`: replace layers
   l..l+C-1 by one merged layer (LaCo); `scope` says which parameters merge (a plan without it merged all of them);
 - `{"op": "linear", "start": s, "count": n, "transform": T}`: cut layers s..s+n-1 and fold the hidden-size linear
-  map T into the MLP down projection of layer s-1 (ReplaceMe): the model keeps its architecture, n layers shallower.
+  map T into the MLP down projection of layer s-1 (ReplaceMe): the model keeps its architecture, n layers shallower;
+- `{"op": "lowrank", "module": name, "a": A, "b": B}`: add the low-rank update B A to the weight of the linear layer
+  `name` (healing, `bmw.prune.heal`): the architecture is unchanged.
 
 Architecture-generic: any Hugging Face decoder with `model.model.layers` (Llama, Qwen2, Qwen3, Mistral); only the
 depth-dependent config fields a config has are rewritten.
@@ -106,6 +108,17 @@ def fold_linear_map(projection: nn.Linear, transform: torch.Tensor) -> None:
         projection.bias.copy_((projection.bias.double() @ t).to(projection.bias.dtype))
 
 
+@torch.no_grad()
+def add_lowrank(projection: nn.Linear, a: torch.Tensor, b: torch.Tensor) -> None:
+    """W += B A (in float64), A: rank x in_features, B: out_features x rank."""
+    weight = projection.weight
+    if a.dim() != 2 or b.dim() != 2 or (b.shape[0], a.shape[1]) != tuple(weight.shape) or a.shape[0] != b.shape[1]:
+        raise ValueError(f"low-rank factors B {tuple(b.shape)} x A {tuple(a.shape)} do not make an update of a "
+                         f"weight of shape {tuple(weight.shape)}")
+    delta = b.to(weight.device, torch.float64) @ a.to(weight.device, torch.float64)
+    weight.copy_((weight.double() + delta).to(weight.dtype))
+
+
 def _check_indices(op: dict, indices: Sequence[int], n: int) -> None:
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
@@ -138,7 +151,19 @@ def apply_operation(model: PreTrainedModel, op: dict) -> PreTrainedModel:
             raise ValueError(f"plan operation linear at {start}: no transform tensor (load the plan with load_plan)")
         fold_linear_map(layers[start - 1].mlp.down_proj, op["transform"])
         return set_layers(model, layers[:start] + layers[start + count :], types[:start] + types[start + count :])
-    raise ValueError(f"plan operation {op.get('op')!r}: unknown op (expected 'keep', 'merge' or 'linear')")
+    if op.get("op") == "lowrank":
+        name = op["module"]
+        try:
+            projection = model.get_submodule(name)
+        except AttributeError:
+            projection = None
+        if not isinstance(projection, nn.Linear):
+            raise ValueError(f"plan operation lowrank: {name!r} is no linear layer of this model")
+        if not all(isinstance(op.get(k), torch.Tensor) for k in ("a", "b")):
+            raise ValueError(f"plan operation lowrank on {name}: no factors (load the plan with load_plan)")
+        add_lowrank(projection, op["a"], op["b"])
+        return model
+    raise ValueError(f"plan operation {op.get('op')!r}: unknown op (expected 'keep', 'merge', 'linear' or 'lowrank')")
 
 
 def apply_plan(model: PreTrainedModel, plan: dict) -> PreTrainedModel:

@@ -5,7 +5,8 @@ A plan is a JSON-able dict:
    "operations" (replayed in order by `surgery.apply_plan`), "sources" (the original layers inside each
    resulting layer), "scores": {"block_influence": [per layer], "angular": {"block_size": n, "distance": [...]}},
    "calibration": {"documents", "tokens"}, and for LaCo "trials": [{"start", "original_layers", "similarity",
-   "accepted"}]}; a replaceme plan's operation carries its linear map (saved beside the JSON: `bmw.models.plan`)
+   "accepted"}]}; a replaceme plan's operation carries its linear map (saved beside the JSON: `bmw.models.plan`);
+   a healed plan ends with `lowrank` operations and records "heal" (`bmw.prune.heal`)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from bmw.models.surgery import decoder_layers
 from bmw.params import ModelParams, ModelType, ParamsError, check_type_layers
 from bmw.prune.calibration import calibration_sequences
+from bmw.prune.heal import heal_plan
 from bmw.prune.laco import laco_merges
 from bmw.prune.replaceme import replaceme_operations
 from bmw.prune.scores import LayerStats, layer_stats
@@ -59,6 +61,8 @@ def layer_sources(layers: int, operations: Sequence[dict]) -> list[list[int]]:
     """The original layers inside each resulting layer after `operations`."""
     sources = [[i] for i in range(layers)]
     for op in operations:
+        if op["op"] == "lowrank":  # an update of weights: every layer stands for what it stood for
+            continue
         if op["op"] == "keep":
             sources = [sources[i] for i in op["layers"]]
         else:  # a merge, or a linear map standing for layers start..start+count-1 inside layer start-1
@@ -83,23 +87,31 @@ def calibration_budget(model_type: ModelType, p: ModelParams) -> tuple[int, int]
 
 
 def make_plans(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train_path: Path,
-               types: Sequence[ModelType], p: ModelParams) -> tuple[dict[str, dict], LayerStats]:
-    """The plan of every type in `types`, and the layer stats of the shared calibration text (what the stage plots).
-    Calibration text is read and scored once per budget (`calibration_budget`)."""
-    scored: dict[tuple[int, int], tuple[list[torch.Tensor], LayerStats]] = {}
+               types: Sequence[ModelType], p: ModelParams, seed: int) -> tuple[dict[str, dict], LayerStats]:
+    """The plan of every type in `types`, healed where `model.heal` asks, and the layer stats of the shared
+    calibration text (what the stage plots). Calibration text is read, and scored, once per budget
+    (`calibration_budget`; healing's is `model.heal`'s)."""
+    texts: dict[tuple[int, int], list[torch.Tensor]] = {}
+    scored: dict[tuple[int, int], LayerStats] = {}
 
-    def calibration(model_type: ModelType) -> tuple[list[torch.Tensor], LayerStats]:
-        budget = calibration_budget(model_type, p)
+    def sequences(budget: tuple[int, int]) -> list[torch.Tensor]:
+        if budget not in texts:
+            texts[budget] = calibration_sequences(train_path, tokenizer, *budget, model.config.max_position_embeddings)
+        return texts[budget]
+
+    def stats(budget: tuple[int, int]) -> LayerStats:
         if budget not in scored:
-            sequences = calibration_sequences(train_path, tokenizer, *budget, model.config.max_position_embeddings)
-            scored[budget] = sequences, layer_stats(model, sequences)
+            scored[budget] = layer_stats(model, sequences(budget))
         return scored[budget]
 
-    shared = calibration("original")[1]
+    shared = stats(calibration_budget("original", p))
     plans = {}
     for model_type in types:
-        sequences, stats = calibration(model_type)
-        plans[model_type] = make_plan(model_type, p, model, stats, sequences)
+        budget = calibration_budget(model_type, p)
+        plan = make_plan(model_type, p, model, stats(budget), sequences(budget))
+        if p.heal.method != "none" and plan["operations"]:  # a model with nothing removed has nothing to heal
+            plan = heal_plan(model, plan, sequences((p.heal.calibration_docs, p.heal.calibration_tokens)), p.heal, seed)
+        plans[model_type] = plan
     return plans, shared
 
 
