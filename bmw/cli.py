@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench scrape": ("bench.scrape", "crawl throughput against the bundled mirror on 127.0.0.1"),
     "bench clean": ("bench.clean", "PDF cleaning throughput on the mirror's PDFs, 1 worker and clean.workers"),
     "bench remote": ("bench.remote", "dvc push / pull times against an S3 server on 127.0.0.1"),
+    "bench heal": ("bench.heal", "held-out perplexity and KL of reduced types, healed (model.heal) and not"),
     "mirror build": ("mirror.build", "regenerate the bundled press-site mirror (mirror/site), or build a scaled one"),
     "mirror serve": ("mirror.server", "serve the mirror on 127.0.0.1 for browsing"),
     "mirror tokenizer": ("mirror.tokenizer", "retrain the tiny base's tokenizer on the mirror's corpus"),

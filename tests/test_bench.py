@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +21,8 @@ from bmw.train.config import ensure_packing_safe, run_config
 from bmw.train.sft import build_trainer
 
 CPU = torch.device("cpu")
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _nll_sum(model, ids: torch.Tensor) -> tuple[float, int]:
@@ -120,3 +123,16 @@ def test_bench_runs_the_baselines_and_ablations_before_the_fast_path():
         "project/lora/original/auto/adapter-casts", "project/lora/original/auto/unfused",
         "project/lora/original/auto", "project/full/original/auto",
     ]
+
+
+def test_bench_heal_measures_each_type_healed_and_not(tmp_path, monkeypatch, capsys):
+    from bench.heal import main as heal_main
+
+    monkeypatch.chdir(ROOT)  # the plans come from params.yaml's model section
+    out = tmp_path / "heal.json"
+    heal_main(["--base", "tiny", "--types", "pruned", "--steps", "12", "--fit", "6", "--heldout", "4",
+               "--json", str(out)])
+    row = json.loads(out.read_text())["types"]["pruned"]
+    assert row["layers"] == 20 and row["heal"]["steps"] == 12
+    assert row["healed_kl"] < row["kl"] and row["healed_perplexity"] < row["perplexity"]
+    assert "| pruned | 20 |" in capsys.readouterr().out
