@@ -61,8 +61,10 @@ def main() -> None:
                 by_type[model_type]["heal"] = {k: plan["heal"][k] for k in ("kl_before", "kl_after")}
             log.info("%s: %d -> %d layers", model_type, plan["layers_before"], plan["layers_after"])
         write_json(tmp / SUMMARY, by_type)
-        # the DVC metrics of model.type: what the architecture keeps (the sizes of every type are in the summary)
-        write_json(prune_metrics, by_type[p.type])
+        # the DVC metrics of model.type: what the architecture keeps, two columns of `dvc exp show` (every size of
+        # every type is in the summary)
+        write_json(prune_metrics, {k: v for k, v in by_type[p.type].items() if k in ("layers_after", "compression",
+                                                                                   "heal")})
         rows = layer_score_rows(stats.block_influence, stats.angular_distance(1))
         write_json(scores, rows)
         plot_layer_scores(rows, plot, f"Layer scores of {params.base.name} ({stats.tokens} tokens)",

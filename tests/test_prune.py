@@ -413,11 +413,12 @@ def test_base_and_prune_stages_are_deterministic(tmp_path):
     metrics = json.loads(runs[0]["metrics/prune.json"])  # model.type's (laco) sizes
     laco = json.loads(runs[0]["models/plans/baseline.json"])
     assert laco["type"] == "laco" and json.loads(runs[0]["models/plans/pruned_lora.json"])["type"] == "pruned"
-    assert metrics["layers_before"] == 36 and metrics["layers_after"] == laco["layers_after"]
+    assert set(metrics) == {"layers_after", "compression", "heal"} and metrics["layers_after"] == laco["layers_after"]
     assert laco["operations"][-1]["op"] == "lowrank" and metrics["heal"] == {
         k: laco["heal"][k] for k in ("kl_before", "kl_after")}
     summary = json.loads(runs[0]["models/plans/_summary.json"])
-    assert summary["laco"] == metrics and summary["pruned"]["layers_after"] == 24
+    assert {k: summary["laco"][k] for k in metrics} == metrics and summary["laco"]["layers_before"] == 36
+    assert summary["pruned"]["layers_after"] == 24
     assert "heal" not in summary["original"] and "heal" not in json.loads(runs[0]["models/plans/original.json"])
     assert 0 < summary["pruned"]["compression"] < 1
     rows = json.loads(runs[0]["metrics/layer_scores.json"])
