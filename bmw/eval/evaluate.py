@@ -27,14 +27,13 @@ from bmw.eval.perplexity import evaluate_perplexity
 from bmw.eval.semantic_entropy import make_clusterer, semantic_entropy
 from bmw.io import read_jsonl, write_json, write_jsonl
 from bmw.models.base import compute_dtype
-from bmw.models.thinking import mode_name
+from bmw.models.thinking import MODES, mode_name
 from bmw.models.variant import load_variant
 from bmw.params import Params
 
 log = logging.getLogger(__name__)
 
 INPUTS = ("test.jsonl", "prompts.jsonl", "mcqa.jsonl", "mcqa_knowledge.jsonl", "qa_reference.jsonl")
-OTHER_MODES = ("thinking", "non_thinking")  # the suffixes of a second mode's keys
 
 
 def read_inputs(data_dir: Path) -> dict[str, list[dict]]:
@@ -57,7 +56,7 @@ def headline(details: dict) -> dict:
         "semantic_entropy": details["semantic_entropy"]["discrete"],
         "qa_token_f1": details.get("qa_generation", {}).get("token_f1"),
     }
-    for mode in OTHER_MODES:
+    for mode in MODES:  # a second mode's keys carry its name
         figures[f"semantic_entropy_{mode}"] = details.get(f"semantic_entropy_{mode}", {}).get("discrete")
         figures[f"qa_token_f1_{mode}"] = details.get(f"qa_generation_{mode}", {}).get("token_f1")
     return {name: value for name, value in figures.items() if value is not None}

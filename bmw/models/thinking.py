@@ -19,6 +19,9 @@ def mode_name(thinking: bool) -> str:
     return "thinking" if thinking else "non_thinking"
 
 
+MODES = (mode_name(True), mode_name(False))  # what a mode's metric keys, table columns and per-item rows carry
+
+
 def has_thinking_switch(tokenizer) -> bool:
     """Whether enable_thinking changes the generation prompt the chat template renders."""
     def prompt(thinking: bool) -> str:

@@ -94,12 +94,13 @@ def warmup_cosine(steps: int):
 
 
 def heal_operations(teacher: PreTrainedModel, plan: dict, sequences: Sequence[torch.Tensor], p: HealParams,
-                    seed: int) -> tuple[list[dict], dict]:
+                    seed: int, targets: Sequence[torch.Tensor] | None = None) -> tuple[list[dict], dict]:
     """The `lowrank` operations that heal `plan`'s model of `teacher` (left unchanged) on `sequences`, and the KL
-    per token on them before and after (the latter of the merged updates, as variants get them)."""
+    per token on them before and after (the latter of the merged updates, as variants get them). `targets`: the
+    teacher's `final_states` of `sequences`, where a caller healing several plans on them computed them once."""
     student = apply_plan(copy.deepcopy(teacher), plan).requires_grad_(False)
     head = teacher.get_output_embeddings()
-    targets = final_states(teacher, sequences)
+    targets = final_states(teacher, sequences) if targets is None else targets
     before = mean_kl(student, sequences, targets, head)
     factors = lowrank_factors(student, p.rank, seed)
     trained = [t.requires_grad_() for _, a, b in factors for t in (a, b)]
@@ -128,9 +129,9 @@ def heal_operations(teacher: PreTrainedModel, plan: dict, sequences: Sequence[to
 
 
 def heal_plan(teacher: PreTrainedModel, plan: dict, sequences: Sequence[torch.Tensor], p: HealParams,
-              seed: int) -> dict:
+              seed: int, targets: Sequence[torch.Tensor] | None = None) -> dict:
     """`plan` with the healing updates after its operations, and its record under "heal": the params, the
     calibration text and the KL before and after."""
-    operations, kl = heal_operations(teacher, plan, sequences, p, seed)
+    operations, kl = heal_operations(teacher, plan, sequences, p, seed, targets)
     record = {**p.model_dump(), "documents": len(sequences), "tokens": sum(ids.shape[-1] for ids in sequences), **kl}
     return {**plan, "operations": plan["operations"] + operations, "heal": record}

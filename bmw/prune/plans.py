@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from bmw.models.surgery import decoder_layers
 from bmw.params import ModelParams, ModelType, ParamsError, check_type_layers
 from bmw.prune.calibration import calibration_sequences
-from bmw.prune.heal import heal_plan
+from bmw.prune.heal import final_states, heal_plan
 from bmw.prune.laco import laco_merges
 from bmw.prune.replaceme import replaceme_operations
 from bmw.prune.scores import LayerStats, layer_stats
@@ -93,6 +93,7 @@ def make_plans(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train
     (`calibration_budget`; healing's is `model.heal`'s)."""
     texts: dict[tuple[int, int], list[torch.Tensor]] = {}
     scored: dict[tuple[int, int], LayerStats] = {}
+    taught: dict[tuple[int, int], list[torch.Tensor]] = {}
 
     def sequences(budget: tuple[int, int]) -> list[torch.Tensor]:
         if budget not in texts:
@@ -104,13 +105,20 @@ def make_plans(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, train
             scored[budget] = layer_stats(model, sequences(budget))
         return scored[budget]
 
+    def teacher_states(budget: tuple[int, int]) -> list[torch.Tensor]:
+        """The original's final states on the healing text: computed once for every healed type."""
+        if budget not in taught:
+            taught[budget] = final_states(model, sequences(budget))
+        return taught[budget]
+
     shared = stats(calibration_budget("original", p))
+    heal_budget = (p.heal.calibration_docs, p.heal.calibration_tokens)
     plans = {}
     for model_type in types:
         budget = calibration_budget(model_type, p)
         plan = make_plan(model_type, p, model, stats(budget), sequences(budget))
         if p.heal.method != "none" and plan["operations"]:  # a model with nothing removed has nothing to heal
-            plan = heal_plan(model, plan, sequences((p.heal.calibration_docs, p.heal.calibration_tokens)), p.heal, seed)
+            plan = heal_plan(model, plan, sequences(heal_budget), p.heal, seed, teacher_states(heal_budget))
         plans[model_type] = plan
     return plans, shared
 

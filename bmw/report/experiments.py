@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from bmw.gpus import ENV_IDS, gpu_ids
+from bmw.models.thinking import MODES
 from bmw.params import ModelType
 from bmw.report.tables import fmt, markdown_table
 
@@ -26,7 +27,7 @@ COLUMNS = [("Test perplexity ↓", "perplexity", 2), ("Knowledge MCQA ↑", "mcq
            ("Held-out MCQA ↑", "mcqa_heldout_acc", 3), ("Semantic entropy ↓", "semantic_entropy", 3),
            ("QA answer F1 ↑", "qa_token_f1", 3)]  # header, key of metrics/eval/<variant>/metrics.json, digits
 # a second thinking mode's figures (eval.enable_thinking: [false, true]): shown where an experiment has them
-MODE_COLUMNS = [column for mode in ("thinking", "non_thinking") for column in (
+MODE_COLUMNS = [column for mode in MODES for column in (
     (f"Semantic entropy ({mode.replace('_', '-')}) ↓", f"semantic_entropy_{mode}", 3),
     (f"QA answer F1 ({mode.replace('_', '-')}) ↑", f"qa_token_f1_{mode}", 3))]
 

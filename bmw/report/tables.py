@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from bmw.models.thinking import MODES, mode_name
 from bmw.report.collect import VariantResult
 
 
@@ -52,7 +53,7 @@ VARIANT_COLUMNS: list[Column] = [
 ]
 # a second thinking mode's figures (eval.enable_thinking: [false, true]): shown where a variant has them
 MODE_COLUMNS: list[Column] = [
-    column for mode in ("thinking", "non_thinking") for column in (
+    column for mode in MODES for column in (
         (f"Semantic entropy ({mode.replace('_', '-')}) ↓", f"eval.semantic_entropy_{mode}.discrete", 3, True),
         (f"QA answer F1 ({mode.replace('_', '-')}) ↑", f"eval.qa_generation_{mode}.token_f1", 3, False))
 ]
@@ -128,7 +129,7 @@ def generations_table(results: list[VariantResult], max_chars: int = 280) -> str
             answer = g.get("answer", "")
             short = answer if len(answer) <= max_chars else answer[:max_chars].rstrip() + " ..."
             # files written before eval recorded the mode hold non-thinking answers (the params' default)
-            by_prompt.setdefault((g.get("prompt", g.get("id", "")), g.get("mode", "non_thinking")), {})[r.name] = short
+            by_prompt.setdefault((g.get("prompt", g.get("id", "")), g.get("mode", mode_name(False))), {})[r.name] = short
     several = len({mode for _, mode in by_prompt}) > 1
     header = ["Prompt"] + [r.name for r in results]
     rows = [[f"{p} ({mode.replace('_', '-')})" if several else p] + [answers.get(r.name, "-") for r in results]
