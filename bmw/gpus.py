@@ -54,7 +54,10 @@ def _try_lock(path: Path) -> int | None:
 def lease_gpu(poll_s: float = 2.0) -> str | None:
     """Take a free GPU of BMW_GPUS for this process and make it the only one CUDA shows; None without BMW_GPUS.
     Waits (logging once) while all are leased. Repeated calls return the GPU already held."""
-    ids = gpu_ids(os.environ.get(ENV_IDS))
+    try:
+        ids = gpu_ids(os.environ.get(ENV_IDS))
+    except ValueError as e:
+        raise ValueError(f"{ENV_IDS}: {e}") from None
     if not ids:
         return None
     if _held:

@@ -73,6 +73,14 @@ def test_leases_give_each_process_its_own_gpu_and_wait_when_all_are_taken(tmp_pa
     assert max(r["end"] for r in leases) - min(r["start"] for r in leases) >= 2 * 1.5
 
 
+def test_a_malformed_bmw_gpus_fails_naming_the_variable(monkeypatch):
+    from bmw.gpus import lease_gpu
+
+    monkeypatch.setenv("BMW_GPUS", "0,cuda:1")
+    with pytest.raises(ValueError, match="^BMW_GPUS: GPU ids must be distinct device indices"):
+        lease_gpu()
+
+
 def test_no_lease_without_bmw_gpus(tmp_path):
     script = "from bmw.gpus import lease_gpu; import os; print(lease_gpu(), os.environ.get('CUDA_VISIBLE_DEVICES'))"
     env = {k: v for k, v in env_with(CUDA_VISIBLE_DEVICES="3").items() if k != "BMW_GPUS"}
