@@ -20,6 +20,8 @@ import yaml
 from bmw.base.tiny import build_tiny_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.eval.evaluate import evaluate_model, evaluate_variant
+from bmw.eval import generation
+from bmw.eval.decode import Decoded, decode
 from bmw.eval.generation import generate, render_prompt, split_thinking
 from bmw.eval.qa_generation import answer_tokens, token_f1
 from bmw.eval.multiple_choice import (
@@ -203,14 +205,6 @@ def test_bad_window_is_rejected(model):
 PROMPTS = ["Hi", "Tell me about: the new BMW iX3 from the plant in Debrecen", "MINI Cooper E range"]
 
 
-def test_cached_generation_equals_uncached(model, tok):
-    p = EvalParams(max_new_tokens=8, generation_batch_size=4)
-    rendered = [render_prompt(tok, q, SYSTEM, False) for q in PROMPTS]
-    cached = generate(model, tok, rendered, p, seed=0, do_sample=False)
-    uncached = generate(model, tok, rendered, p, seed=0, do_sample=False, use_cache=False)
-    assert [g[0].token_ids for g in cached] == [g[0].token_ids for g in uncached]
-
-
 def test_left_padded_batch_equals_single_prompts_and_a_manual_greedy_loop(model, tok):
     p = EvalParams(max_new_tokens=6, generation_batch_size=4)
     rendered = [render_prompt(tok, q, SYSTEM, False) for q in PROMPTS]
@@ -306,7 +300,7 @@ def test_embedding_clustering_with_minilm(minilm):
     assert embedding_clusterer(0.5, minilm)(answers) == [0, 0, 0, 1, 0]  # a loose threshold merges Munich and Berlin
 
 
-def test_semantic_entropy_extremes_on_the_model(model, tok, minilm):
+def test_semantic_entropy_extremes_on_the_model(model, tok, minilm, monkeypatch):
     prompts = [{"id": f"p{i}", "prompt": q} for i, q in enumerate(PROMPTS)]
     exact = embedding_clusterer(1.0 - 1e-6, minilm)
     # near-zero temperature: every sample is the greedy answer -> one cluster, entropy 0
@@ -318,12 +312,10 @@ def test_semantic_entropy_extremes_on_the_model(model, tok, minilm):
     # hot sampling over a random model's vocabulary: all answers differ -> log M
     hot = cold.model_copy(update={"temperature": 5.0})
     calls = []
-    model.generate = lambda *a, **k: calls.append(k["input_ids"].shape) or type(model).generate(model, *a, **k)
-    try:
-        summary, rows = semantic_entropy(model, tok, prompts, hot, seed=1, system=SYSTEM, clusterer=exact)
-    finally:
-        del model.generate
-    assert [shape[0] for shape in calls] == [2]  # both prompts' 3 samples in one call: 6 = generation_batch_size
+    monkeypatch.setattr(generation, "decode", lambda model, ids, *a, **k: calls.append(ids.shape) or decode(
+        model, ids, *a, **k))
+    summary, rows = semantic_entropy(model, tok, prompts, hot, seed=1, system=SYSTEM, clusterer=exact)
+    assert [shape[0] for shape in calls] == [6]  # both prompts' 3 samples in one batch: 6 = generation_batch_size
     assert summary["discrete"] == pytest.approx(math.log(3))
     for row in rows:
         assert [s["cluster"] for s in row["samples"]] == [0, 1, 2]
@@ -549,25 +541,21 @@ TRACE, ANSWER = "Debrecen plant", "In Debrecen."
 
 
 @pytest.fixture
-def scripted(model, tok):
-    """The model's generate, made to write `<think>TRACE</think>ANSWER` where the prompt leaves thinking on and
-    ANSWER after the template's empty think block: a random model's own words would carry no trace to split off."""
+def scripted(model, tok, monkeypatch):
+    """The model made to write `<think>TRACE</think>ANSWER` where the prompt leaves thinking on and ANSWER after the
+    template's empty think block (the decoder replaced): a random model's own words would carry no trace to split off."""
     empty = empty_think_ids(tok)
     scripts = {mode: tok.encode(text + "<|im_end|>", add_special_tokens=False) for mode, text in
                ((True, f"<think>\n{TRACE}\n</think>\n\n{ANSWER}"), (False, ANSWER))}
 
-    def generate(*args, **kwargs):
-        start = kwargs["input_ids"].shape[1]
+    def scripted_decode(model, input_ids, attention_mask, *, max_new_tokens, pad_id, **_):
+        rows = [scripts[ids[-len(empty):].tolist() != empty][:max_new_tokens] for ids in input_ids]
+        tokens = torch.tensor([row + [pad_id] * (max_new_tokens - len(row)) for row in rows])
+        ends = torch.tensor([row[-1] == tok.convert_tokens_to_ids("<|im_end|>") for row in rows])
+        return Decoded(tokens, torch.zeros(tokens.shape), ends)
 
-        def allowed(_, ids: torch.Tensor) -> list[int]:
-            script = scripts[ids[start - len(empty):start].tolist() != empty]
-            return [script[min(len(ids) - start, len(script) - 1)]]
-
-        return type(model).generate(model, *args, prefix_allowed_tokens_fn=allowed, **kwargs)
-
-    model.generate = generate
-    yield model
-    del model.generate
+    monkeypatch.setattr(generation, "decode", scripted_decode)
+    return model
 
 
 def test_both_thinking_modes_are_measured_and_their_traces_kept_apart(scripted, tok, tmp_path):

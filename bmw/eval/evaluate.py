@@ -165,10 +165,7 @@ def evaluate_variant(name: str, params: Params, model_dir: Path, data_dir: Path,
     log.info("eval@%s: loading %s", name, model_dir)
     model, tokenizer = load_variant(Path(model_dir), merge=True)
     if torch.cuda.is_available():
-        model.to("cuda")
-        # a static KV cache lets transformers compile the decoding step: semantic entropy's 5 x 8 samples of 512
-        # tokens take 8.7 s instead of 41.7 s at Qwen3-8B's shape on an H200 (docs/benchmarks.md)
-        model.generation_config.cache_implementation = "static"
+        model.to("cuda")  # generation compiles its decoding step there (bmw.eval.decode)
     # bfloat16 matmuls over float32 weights where the device computes them natively (base.compute): on SmolLM2's
     # test split the perplexity moves by 4e-5 (22.6367 -> 22.6359) and the evaluation runs 1.8x faster on a CPU
     mixed = compute_dtype(params.base.dtype, params.base.compute) == "bfloat16" and model.dtype == torch.float32

@@ -1,4 +1,4 @@
-"""Batched generation for held-out prompts: left padding, KV cache, new tokens sliced by input length."""
+"""Batched generation for held-out prompts: left-padded batches decoded by the project's own loop (bmw.eval.decode)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
+from bmw.eval.decode import decode
 from bmw.models.thinking import THINK_CLOSE, THINK_OPEN, has_thinking_switch
 from bmw.params import EvalParams
 
@@ -73,7 +74,11 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-@torch.no_grad()
+# prompts are left-padded to a multiple of this: the decoding step's shapes (and its compiled CUDA graphs) then repeat
+# across batches and calls instead of changing with every longest prompt; masked padding costs the prefill only
+PROMPT_BUCKET = 64
+
+
 def generate(
     model,
     tokenizer,
@@ -83,7 +88,6 @@ def generate(
     seed: int,
     do_sample: bool = True,
     num_return_sequences: int = 1,
-    use_cache: bool = True,
 ) -> list[list[Generation]]:
     """`num_return_sequences` generations per chat-rendered prompt, in prompt order.
 
@@ -95,7 +99,6 @@ def generate(
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
     per_batch = max(1, params.generation_batch_size // num_return_sequences)
-    sampling = {"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if do_sample else {}
     model.eval()
     results: list[list[Generation]] = []
     padding_side = tokenizer.padding_side
@@ -103,24 +106,22 @@ def generate(
     try:
         for start in tqdm(range(0, len(prompts), per_batch), desc="generate", unit="batch", leave=False):
             batch = tokenizer(prompts[start : start + per_batch], return_tensors="pt", padding=True,
-                              add_special_tokens=False).to(model.device)
-            torch.manual_seed(seed + start)
-            out = model.generate(
-                **batch,
+                              pad_to_multiple_of=PROMPT_BUCKET, add_special_tokens=False).to(model.device)
+            generator = torch.Generator(model.device).manual_seed(seed + start) if do_sample else None
+            out = decode(
+                model,
+                batch["input_ids"].repeat_interleave(num_return_sequences, 0),  # a prompt's samples side by side
+                batch["attention_mask"].repeat_interleave(num_return_sequences, 0),
                 max_new_tokens=params.max_new_tokens,
+                stop_ids=stops,
+                pad_id=pad_id,
                 do_sample=do_sample,
-                num_return_sequences=num_return_sequences,
-                use_cache=use_cache,
-                eos_token_id=stops,
-                pad_token_id=pad_id,
-                return_dict_in_generate=True,
-                output_logits=True,
-                **sampling,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                generator=generator,
             )
-            new_tokens = out.sequences[:, batch["input_ids"].shape[1] :]
-            logprobs = torch.stack(out.logits, dim=1).float().log_softmax(-1)
-            token_lp = logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-            rows = [_generation(tokenizer, ids, lp, stops) for ids, lp in zip(new_tokens.tolist(), token_lp.tolist())]
+            rows = [_generation(tokenizer, ids, lp, stops)
+                    for ids, lp in zip(out.tokens.tolist(), out.logprobs.tolist())]
             results.extend(rows[i : i + num_return_sequences] for i in range(0, len(rows), num_return_sequences))
     finally:
         tokenizer.padding_side = padding_side

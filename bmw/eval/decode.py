@@ -1,0 +1,172 @@
+"""The eval's own decoding loop: a left-padded batch is prefilled once, then decoded one fixed-shape step per token.
+
+Why not `model.generate`: at Qwen3-8B's shape on an H200 its decoding step took ~17 ms against a ~3.4 ms weight
+read (Python and launch overhead between small kernels), and `output_logits=True` - the only way it gives the sampled
+tokens' log-probabilities - keeps every step's float32 logits (40 rows x 151,936 x 512 steps: 12 GB), which ran an
+80 GB H100 out of memory at generation_batch_size 64. Here only the chosen token's log-probability is kept.
+
+What is compiled, and why it can be: `_step` - one forward of the (B, 1) new tokens through a transformers
+StaticCache, the choice of the next token (greedy, or temperature + top-p sampling), its untempered log-probability,
+and the finished mask. Every input has the same shape at every step: the cache is preallocated for prompt + new
+tokens and writes at its own position counter (a tensor held by the cache, marked a static address by transformers,
+advanced in place), the position ids are a (B, 1) tensor, and the 2D attention mask has the cache's fixed length:
+the prompt's left-padding zeros, then ones for every new slot - slots not written yet lie in the future of the
+causal mask (whose query offset is that counter), so the mask never changes within a batch. Nothing in the step
+reads a value back to the host. On CUDA it is compiled with mode="reduce-overhead", so CUDA graphs replay a whole
+step with one launch; the prefill (run once per batch, its length varies) and the host loop stay eager.
+
+Sampling draws no random numbers inside the step: uniform noise from a per-batch torch.Generator is drawn outside
+and passed in, and the token is chosen by an exponential race (argmax p / E, E = -log U), which samples the kept
+distribution exactly. No RNG state lives in a graph, and a seed gives the same samples whatever ran before.
+
+The host looks at the finished mask only every `check_every` steps (a sync) and stops once every row has emitted a
+stop token; a finished row emits `pad_id` with log-probability 0 meanwhile.
+
+On a CPU, and for a model transformers does not mark compilable, the very same step runs eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+
+import torch
+from transformers import StaticCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    tokens: torch.Tensor  # (B, n) new tokens, pad after a row's first stop token; n < N when all rows stopped early
+    logprobs: torch.Tensor  # (B, n) float32 untempered log-probability of each token; 0 after the stop token
+    finished: torch.Tensor  # (B,) bool: the row emitted a stop token
+
+
+def _choose(logits: torch.Tensor, finished: torch.Tensor, noise: torch.Tensor | None, stops: torch.Tensor,
+            pad_id: int, temperature: float, top_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(next token, its untempered log-probability, finished after it) per row; greedy when `noise` is None."""
+    logits = logits.float()
+    if noise is None:
+        token = logits.argmax(-1)
+    else:
+        probs = (logits / temperature).softmax(-1)
+        if top_p < 1.0:
+            # top-p keeps the most likely tokens until their mass reaches top_p (the first always stays): a token
+            # goes when the tokens ranked above it already hold top_p
+            probs, order = probs.sort(-1, descending=True)
+            probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+            token = order.gather(-1, (probs / -noise.log()).argmax(-1, keepdim=True)).squeeze(-1)
+        else:
+            token = (probs / -noise.log()).argmax(-1)  # E = -log U > 0 for U in [0, 1)
+    logprob = logits.log_softmax(-1).gather(-1, token[:, None]).squeeze(-1)
+    token = torch.where(finished, pad_id, token)
+    logprob = torch.where(finished, 0.0, logprob)
+    return token, logprob, finished | torch.isin(token, stops)
+
+
+def _step(model, cache: StaticCache, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
+          finished: torch.Tensor, noise: torch.Tensor | None, stops: torch.Tensor, pad_id: int,
+          temperature: float, top_p: float):
+    """One decoding step (the compiled unit): (token, log-probability, finished, next position)."""
+    logits = model(input_ids=token[:, None], position_ids=position, attention_mask=mask, past_key_values=cache,
+                   use_cache=True).logits[:, -1]
+    return *_choose(logits, finished, noise, stops, pad_id, temperature, top_p), position + 1
+
+
+# dynamic=None: the first (batch, cache length) is compiled for its exact shape, a second one recompiles once with
+# symbolic sizes; CUDA graphs are recorded per shape either way
+_compiled_step = torch.compile(_step, mode="reduce-overhead")
+
+
+class _Cache(StaticCache):
+    """A StaticCache that stores keys and values in the model's dtype.
+
+    Under autocast over float32 weights (the eval stage's bfloat16 compute) Qwen3's keys leave their RMSNorm in
+    float32 and its values in bfloat16, while a StaticCache allocates both in the keys' dtype at its first write. The
+    values' upcast is exact, and attention casts both as it would have without the cache.
+    """
+
+    def __init__(self, config, max_cache_len: int, dtype: torch.dtype):
+        super().__init__(config=config, max_cache_len=max_cache_len)
+        self.states_dtype = dtype
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        dtype = self.states_dtype
+        return super().update(key_states.to(dtype), value_states.to(dtype), layer_idx, *args, **kwargs)
+
+
+# one cache per model, reused while (batch, length) stay, as transformers' generate keeps its static cache: CUDA graphs
+# read the cache at fixed addresses (a new cache would mean recording them again), and its memory is not allocated
+# again for every batch
+_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _static_cache(model, batch: int, length: int, device: torch.device) -> StaticCache:
+    key = (batch, length, model.dtype, device)
+    held = _caches.get(model)
+    if held is not None and held[0] == key:
+        held[1].reset()
+        return held[1]
+    _caches.pop(model, None)  # free the old cache before the new one is allocated
+    cache = _Cache(model.config, length, model.dtype)
+    _caches[model] = (key, cache)
+    return cache
+
+
+def compiles(model) -> bool:
+    """Whether the step is compiled for this model: on CUDA, for architectures transformers can compile whole."""
+    if model.device.type != "cuda":
+        return False
+    if getattr(model, "_can_compile_fullgraph", False):
+        return True
+    if type(model) not in _warned:
+        _warned.add(type(model))
+        log.warning("decode: transformers does not mark %s compilable: its decoding step runs eagerly (slower)",
+                    type(model).__name__)
+    return False
+
+
+_warned: set[type] = set()
+
+
+@torch.no_grad()
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
+           stop_ids: list[int], pad_id: int, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
+           generator: torch.Generator | None = None, check_every: int = 16) -> Decoded:
+    """Up to `max_new_tokens` tokens continuing each row of the left-padded `input_ids` (B, P).
+
+    Greedy when `do_sample` is false; else sampled at `temperature` among the top-p mass, with noise from
+    `generator` (on the model's device). A row ends at its first token of `stop_ids`.
+    """
+    batch, prompt_len = input_ids.shape
+    device = input_ids.device
+    cache = _static_cache(model, batch, prompt_len + max_new_tokens, device)
+    attention_mask = attention_mask.to(device=device, dtype=torch.long)
+    mask = torch.cat([attention_mask, attention_mask.new_ones(batch, max_new_tokens)], dim=1)
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: a row's first real token is position 0
+    stops = torch.tensor(stop_ids, device=device)
+    settings = {"stops": stops, "pad_id": pad_id, "temperature": temperature, "top_p": top_p}
+
+    def noise(vocab: int) -> torch.Tensor | None:
+        return torch.rand(batch, vocab, generator=generator, device=device) if do_sample else None
+
+    logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    vocab = logits.shape[-1]
+    token, logprob, finished = _choose(logits, torch.zeros(batch, dtype=torch.bool, device=device), noise(vocab),
+                                       **settings)
+    del logits
+    position = positions[:, -1:] + 1
+    step = _compiled_step if compiles(model) else _step
+    tokens, logprobs = [token], [logprob]
+    for t in range(1, max_new_tokens):
+        if t % check_every == 0 and bool(finished.all()):
+            break
+        # clones: CUDA graphs overwrite their outputs at the next replay
+        token, logprob, finished, position = (x.clone() for x in step(
+            model, cache, token, position, mask, finished, noise(vocab), **settings))
+        tokens.append(token)
+        logprobs.append(logprob)
+    return Decoded(torch.stack(tokens, 1), torch.stack(logprobs, 1), finished)

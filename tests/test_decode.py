@@ -1,0 +1,170 @@
+"""The eval's own decoding loop (bmw.eval.decode) on CPU, where its step runs eagerly: greedy output against
+transformers' `generate` on left-padded batches (tiny Qwen3, a LaCo-merged one, SmolLM2), log-probabilities against a
+teacher-forced forward, seeding, stop tokens, top-p, and the step traced whole by torch.compile (as CUDA compiles it)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bmw.eval.decode as decoding
+from bmw.models.base import load_base
+from bmw.base.tiny import build_tiny_model
+from bmw.base.tokenizer import load_tiny_tokenizer
+from bmw.eval.decode import decode
+from bmw.eval.generation import render_prompt, stop_token_ids
+from bmw.models.surgery import apply_plan
+
+PROMPTS = ["Hi", "Tell me about: the new BMW iX3 from the plant in Debrecen", "MINI Cooper E range"]
+PLANS = {
+    "tiny4": {"operations": [{"op": "keep", "layers": [0, 1, 2, 3]}]},
+    # LaCo: layers 1-2 merged into one, so the layers after it are renumbered (and their cache slots with them)
+    "laco": {"operations": [{"op": "keep", "layers": [0, 1, 2, 3, 4]},
+                            {"op": "merge", "start": 1, "count": 2, "rule": "rdsc", "scope": "all"}]},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads(one_thread):
+    yield
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return load_tiny_tokenizer()
+
+
+@pytest.fixture(scope="module", params=sorted(PLANS))
+def model(request, tok):
+    return apply_plan(build_tiny_model(7, tok), PLANS[request.param]).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tok):
+    return apply_plan(build_tiny_model(7, tok), PLANS["tiny4"]).eval()
+
+
+def left_padded(tokenizer, prompts: list[str]) -> dict:
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer([render_prompt(tokenizer, p, None, False) for p in prompts], return_tensors="pt",
+                          padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = side
+    assert len(set(batch["attention_mask"].sum(1).tolist())) == len(prompts)  # the batch really is padded
+    return batch
+
+
+def run(model, tokenizer, batch, n: int, stops: list[int] | None = None, seed: int | None = None, **sampling):
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    return decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=n,
+                  stop_ids=stop_token_ids(model, tokenizer) if stops is None else stops,
+                  pad_id=tokenizer.pad_token_id, do_sample=seed is not None, generator=generator, **sampling)
+
+
+def hf_greedy(model, tokenizer, batch, n: int) -> torch.Tensor:
+    stops = stop_token_ids(model, tokenizer)
+    out = model.generate(**batch, max_new_tokens=n, do_sample=False, eos_token_id=stops,
+                         pad_token_id=tokenizer.pad_token_id)
+    new = out[:, batch["input_ids"].shape[1]:]
+    return torch.nn.functional.pad(new, (0, n - new.shape[1]), value=tokenizer.pad_token_id)
+
+
+def test_greedy_equals_transformers_generate(model, tok):
+    batch = left_padded(tok, PROMPTS)
+    got = run(model, tok, batch, 24)
+    assert torch.equal(got.tokens, hf_greedy(model, tok, batch, 24))
+
+
+def test_greedy_equals_transformers_generate_on_smollm2(smollm2_dir):
+    model, tokenizer = load_base(smollm2_dir)
+    batch = left_padded(tokenizer, ["Where is the BMW iX3 built?", "Hi"])
+    got = run(model.eval(), tokenizer, batch, 16)
+    assert torch.equal(got.tokens, hf_greedy(model, tokenizer, batch, 16))
+
+
+def test_greedy_equals_transformers_generate_under_bfloat16_autocast(tiny, tok):
+    """The eval stage's mixed compute: Qwen3's keys leave their norm in float32, its values in bfloat16."""
+    batch = left_padded(tok, PROMPTS)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run(tiny, tok, batch, 16)
+        assert torch.equal(got.tokens, hf_greedy(tiny, tok, batch, 16))
+
+
+@torch.no_grad()
+def teacher_forced(model, batch, decoded) -> torch.Tensor:
+    """log p(token t | prompt, tokens < t) from one forward over each row's unpadded prompt and its new tokens."""
+    rows = []
+    for ids, mask, new in zip(batch["input_ids"], batch["attention_mask"], decoded.tokens):
+        prompt = ids[mask.bool()]
+        lp = model(torch.cat([prompt, new])[None]).logits[0, len(prompt) - 1 : -1].float().log_softmax(-1)
+        rows.append(lp.gather(-1, new[:, None])[:, 0])
+    return torch.stack(rows)
+
+
+def test_logprobs_are_the_untempered_ones_of_a_teacher_forced_forward(tiny, tok):
+    batch = left_padded(tok, PROMPTS)
+    got = run(tiny, tok, batch, 12, stops=[-1], seed=0, temperature=0.7, top_p=0.9)  # no stop: every token counts
+    assert got.tokens.shape == (3, 12) and not got.finished.any()
+    torch.testing.assert_close(got.logprobs, teacher_forced(tiny, batch, got), rtol=1e-4, atol=1e-5)
+    greedy = run(tiny, tok, batch, 12, stops=[-1])
+    torch.testing.assert_close(greedy.logprobs, teacher_forced(tiny, batch, greedy), rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_samples_whatever_ran_before(tiny, tok):
+    batch = left_padded(tok, PROMPTS)
+    first = run(tiny, tok, batch, 10, seed=5, temperature=1.0, top_p=0.95)
+    run(tiny, tok, left_padded(tok, PROMPTS[:2]), 7, seed=9, temperature=1.0, top_p=1.0)  # another shape and seed
+    again = run(tiny, tok, batch, 10, seed=5, temperature=1.0, top_p=0.95)
+    other = run(tiny, tok, batch, 10, seed=6, temperature=1.0, top_p=0.95)
+    assert torch.equal(first.tokens, again.tokens) and torch.equal(first.logprobs, again.logprobs)
+    assert not torch.equal(first.tokens, other.tokens)
+    assert not torch.equal(first.tokens, run(tiny, tok, batch, 10).tokens)  # it does sample
+
+
+def test_tiny_top_p_is_greedy(tiny, tok):
+    batch = left_padded(tok, PROMPTS)
+    sampled = run(tiny, tok, batch, 10, seed=3, temperature=1.0, top_p=1e-6)
+    greedy = run(tiny, tok, batch, 10)
+    assert torch.equal(sampled.tokens, greedy.tokens) and torch.equal(sampled.logprobs, greedy.logprobs)
+
+
+def test_stop_tokens_end_their_rows(tiny, tok):
+    batch = left_padded(tok, PROMPTS)
+    free = run(tiny, tok, batch, 20, stops=[-1])
+    stop = free.tokens[1, 3].item()  # row 1's fourth token ends it (and any row that emits it)
+    got = run(tiny, tok, batch, 20, stops=[stop])
+    for row, (tokens, logprobs) in enumerate(zip(free.tokens.tolist(), free.logprobs)):
+        end = tokens.index(stop) + 1 if stop in tokens else len(tokens)
+        assert got.tokens[row].tolist() == tokens[:end] + [tok.pad_token_id] * (20 - end)
+        assert torch.equal(got.logprobs[row, :end], logprobs[:end]) and not got.logprobs[row, end:].any()
+        assert got.finished[row].item() == (stop in tokens)
+    assert got.finished[1]
+
+
+def test_decoding_stops_once_every_row_has_finished(tiny, tok):
+    batch = left_padded(tok, PROMPTS)
+    free = run(tiny, tok, batch, 40, stops=[-1])
+    stops = free.tokens[:, 1].tolist()  # every row's second token
+    got = run(tiny, tok, batch, 40, stops=stops)
+    assert got.finished.all() and got.tokens.shape[1] == 16  # the host looks every 16 steps
+    assert (got.tokens[:, 2:] == tok.pad_token_id).all()
+    assert torch.equal(got.tokens[:, :2], free.tokens[:, :2])
+
+
+def test_the_step_compiles_as_one_graph(tiny, tok, monkeypatch):
+    """What CUDA compiles, traced on CPU: the whole step one graph (no break, nothing read back to the host), traced
+    once per kind of decoding and not again at every step, with the eager step's results."""
+    batch = left_padded(tok, PROMPTS)
+    eager = [run(tiny, tok, batch, 10), run(tiny, tok, batch, 10, seed=1, temperature=0.7, top_p=0.9)]
+    torch._dynamo.reset()
+    monkeypatch.setattr(decoding, "_compiled_step", torch.compile(decoding._step, backend="aot_eager",
+                                                                  fullgraph=True))
+    monkeypatch.setattr(decoding, "compiles", lambda model: True)
+    torch._dynamo.utils.counters.clear()
+    compiled = [run(tiny, tok, batch, 10), run(tiny, tok, batch, 10, seed=1, temperature=0.7, top_p=0.9)]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # greedy and sampling
+    for e, c in zip(eager, compiled):
+        assert torch.equal(e.tokens, c.tokens)
+        torch.testing.assert_close(e.logprobs, c.logprobs, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
