@@ -12,6 +12,7 @@ from transformers import Qwen3ForCausalLM
 
 from bench.model.cli import main, parse_args, plan_runs
 from bench.model.data import synthetic_dataset
+from bench.model.evals import generation_throughput
 from bench.model.flops import flops_per_token, matmul_params
 from bench.model.shapes import build_model, default_plan
 from bmw.base.tiny import qwen3_8b_config
@@ -109,9 +110,17 @@ def test_bmw_bench_runs_the_tiny_shape_on_cpu(tmp_path, capsys):
         assert run["tokens"] > 0 and run["tokens_per_s"] > 0 and run["flops_per_token"] > 0
     assert project["trainable_params"] < project["matmul_params"]  # LoRA: the adapter only
     assert result["eval"]["perplexity"]["tokens_scored"] == 2 * 31
-    assert result["eval"]["semantic_entropy_sampling_dynamic"]["generated_tokens"] > 0
+    assert result["eval"]["semantic_entropy_sampling_project"]["generated_tokens"] > 0
     assert result["environment"]["versions"]["trl"]
     assert "baseline/lora/original" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("engine", ["project", "hf-static"])
+def test_generation_throughput_times_each_engine(engine):
+    tokenizer = load_tiny_tokenizer()
+    model = build_model("tiny", "original", CPU)[0].eval()
+    result = generation_throughput(model, tokenizer, prompts=2, samples=2, new_tokens=3, engine=engine)
+    assert result["engine"] == engine and 4 <= result["generated_tokens"] <= 12 and result["seconds"] > 0
 
 
 def test_bench_runs_the_baselines_and_ablations_before_the_fast_path():

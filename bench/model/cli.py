@@ -89,10 +89,9 @@ def run_eval(a: argparse.Namespace, device: torch.device) -> dict:
     found: dict = {}
     jobs = {"perplexity": lambda: perplexity_throughput(model, window=a.window, docs=a.ppl_docs, batch=a.ppl_batch,
                                                         vocab=len(tokenizer))}
-    for cache in a.gen_cache:
-        jobs[f"semantic_entropy_sampling_{cache}"] = lambda cache=cache: generation_throughput(
-            model, tokenizer, prompts=a.se_prompts, samples=a.se_samples, new_tokens=a.new_tokens,
-            cache=None if cache == "dynamic" else cache)
+    for engine in a.gen_engine:
+        jobs[f"semantic_entropy_sampling_{engine}"] = lambda engine=engine: generation_throughput(
+            model, tokenizer, prompts=a.se_prompts, samples=a.se_samples, new_tokens=a.new_tokens, engine=engine)
     for name, job in jobs.items():
         try:
             if device.type == "cuda":
@@ -164,8 +163,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--se-prompts", type=int, default=5)
     p.add_argument("--se-samples", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=512)
-    p.add_argument("--gen-cache", type=_csv(("dynamic", "static")), default=["dynamic"],
-                   help="KV cache(s) to time sampling with (static: transformers compiles the decoding step)")
+    p.add_argument("--gen-engine", type=_csv(("project", "hf-static")), default=["project"],
+                   help="decoder(s) to time sampling with: the eval's own loop, and/or transformers' generate with a "
+                        "static cache (what the eval used before)")
     p.add_argument("--out", default="bench.json")
     a = p.parse_args(argv)
     if a.seq < 16 or a.steps < 1 or a.warmup < 1:

@@ -8,7 +8,7 @@ import time
 import torch
 
 from bench.model.flops import flops_per_token, mfu
-from bmw.eval.generation import generate, render_prompt
+from bmw.eval.generation import generate, render_prompt, stop_token_ids
 from bmw.eval.perplexity import token_nlls
 from bmw.params import EvalParams
 
@@ -36,24 +36,45 @@ def perplexity_throughput(model, *, window: int, docs: int, batch: int, vocab: i
 
 
 def generation_throughput(model, tokenizer, *, prompts: int, samples: int, new_tokens: int,
-                          cache: str | None = None) -> dict:
-    """Semantic entropy's sampling step (`generate`: M samples per prompt, KV cache, one batch) timed end to end.
+                          engine: str = "project") -> dict:
+    """Semantic entropy's sampling step (M samples per prompt, one batch) timed end to end, after a warm-up of the same
+    shapes (compilation, CUDA graphs).
 
-    `cache`: a transformers cache implementation ("static" compiles the decoding step), None for the dynamic one.
+    `engine`: "project" times the eval's `generate` (bmw.eval.decode's loop, its step compiled on a GPU); "hf-static"
+    the comparison baseline, what the eval did before: transformers' `generate` with a static cache (it compiles the
+    decoding step) and every step's logits kept for the sampled tokens' log-probabilities.
     """
-    params = EvalParams(max_new_tokens=new_tokens, batch_size=prompts * samples, se_samples=samples,
+    params = EvalParams(max_new_tokens=new_tokens, generation_batch_size=prompts * samples, se_samples=samples,
                         se_prompts=prompts)
     texts = [f"Summarise BMW Group press release number {i} in two sentences." for i in range(prompts)]
     rendered = [render_prompt(tokenizer, t, None, False) for t in texts]
-    model.generation_config.cache_implementation = cache
-    warm = params.model_copy(update={"max_new_tokens": 4 if cache is None else new_tokens})
-    generate(model, tokenizer, rendered, warm, seed=0, num_return_sequences=samples)
+    run = {"project": _project, "hf-static": _hf_static}[engine]
+    run(model, tokenizer, rendered, params, samples)
     _sync()
     began = time.perf_counter()
-    out = generate(model, tokenizer, rendered, params, seed=0, num_return_sequences=samples)
+    tokens = run(model, tokenizer, rendered, params, samples)
     _sync()
     seconds = time.perf_counter() - began
-    tokens = sum(len(g.token_ids) for row in out for g in row)
-    model.generation_config.cache_implementation = None
-    return {"prompts": prompts, "samples": samples, "max_new_tokens": new_tokens, "cache": cache or "dynamic",
+    return {"prompts": prompts, "samples": samples, "max_new_tokens": new_tokens, "engine": engine,
             "generated_tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+
+
+def _project(model, tokenizer, rendered: list[str], params: EvalParams, samples: int) -> int:
+    out = generate(model, tokenizer, rendered, params, seed=0, num_return_sequences=samples)
+    return sum(len(g.token_ids) for row in out for g in row)
+
+
+@torch.no_grad()
+def _hf_static(model, tokenizer, rendered: list[str], params: EvalParams, samples: int) -> int:
+    stops = stop_token_ids(model, tokenizer)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    batch = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    tokenizer.padding_side = side
+    torch.manual_seed(0)
+    out = model.generate(**batch, max_new_tokens=params.max_new_tokens, do_sample=True, temperature=params.temperature,
+                         top_p=params.top_p, top_k=0, num_return_sequences=samples, eos_token_id=stops,
+                         pad_token_id=tokenizer.pad_token_id, cache_implementation="static",
+                         return_dict_in_generate=True, output_logits=True)
+    new = out.sequences[:, batch["input_ids"].shape[1]:]
+    torch.stack(out.logits, 1).float().log_softmax(-1).gather(-1, new[..., None])  # as the eval did: part of the cost
+    return sum(next((i + 1 for i, t in enumerate(row) if t in stops), len(row)) for row in new.tolist())
