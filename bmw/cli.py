@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stage-times": ("bmw.report.stage_times", "re-run every stage once and print its wall time"),
     "doctor": ("bmw.team.doctor", "preflight checks for sharing through the DVC remote (--json, --for-queue)"),
     "runcache": ("bmw.team.runcache", "push the run cache with the objects its records name"),
-    "bench model": ("bench.model.cli", "training and evaluation throughput at a shape (tiny | qwen3-8b) vs plain TRL"),
+    "bench model": ("bench.model.cli", "training and evaluation throughput at a model shape, vs plain and tuned TRL"),
     "bench scrape": ("bench.scrape", "crawl throughput against the bundled mirror on 127.0.0.1"),
     "bench clean": ("bench.clean", "PDF cleaning throughput on the mirror's PDFs, 1 worker and clean.workers"),
     "bench remote": ("bench.remote", "dvc push / pull times against an S3 server on 127.0.0.1"),

@@ -247,6 +247,9 @@ class VariantParams(Strict):
 
 
 class TrainParams(Strict):
+    # auto: transformers + PEFT + TRL with the CUDA fast path (flex attention for packing, Liger), the measured one;
+    # transformers: the same without them; unsloth: only where asked for (never measured here), in an environment
+    # of its own (constraints-unsloth.txt)
     backend: Literal["auto", "transformers", "unsloth"] = "auto"
     max_length: int = Field(512, ge=16)
     batch_size: int = Field(8, ge=1)

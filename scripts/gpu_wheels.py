@@ -55,8 +55,8 @@ GPU_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "implement
 PLATFORMS = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64",
              *(f"manylinux_2_{n}_x86_64" for n in range(5, 40))]  # the image's glibc is 2.39 (Ubuntu 24.04)
 # Not used on the GPU machine: lm-eval (its tasks download data sets; the real run sets none), dvc-s3 (no remote
-# there), unsloth (train.backend auto trains with TRL when it does not import)
-SKIP = {"lm-eval", "dvc-s3", "unsloth"}
+# there). Unsloth is not in the gpu extra: it has an environment of its own (constraints-unsloth.txt).
+SKIP = {"lm-eval", "dvc-s3"}
 PROVIDED = {"torch", "triton", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "matplotlib", "contourpy",
             "kiwisolver", "pillow", "fonttools"}
 PROVIDED_PREFIXES = ("nvidia-", "cuda-")

@@ -1,4 +1,5 @@
-"""`bmw bench` on the real tiny Qwen3: packing keeps examples apart, the FLOP convention, and the CLI end to end."""
+"""`bmw bench` on the real tiny Qwen3: packing keeps examples apart (the project's and tuned TRL's), the FLOP
+convention, the run order, and the CLI end to end."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen3ForCausalLM
 
-from bench.model.cli import main, parse_args, plan_runs
+from bench.model.cli import main, parse_args, plan_runs, table
 from bench.model.data import synthetic_dataset
 from bench.model.evals import generation_throughput
 from bench.model.flops import flops_per_token, matmul_params
 from bench.model.shapes import build_model, default_plan
+from bench.model.train import RunSpec, make_trainer, tuned_attention
 from bmw.base.tiny import qwen3_8b_config
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
@@ -31,15 +33,7 @@ def _nll_sum(model, ids: torch.Tensor) -> tuple[float, int]:
     return float(F.cross_entropy(logits, ids[1:], reduction="sum")), len(ids) - 1
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_batch_of_the_project_trainer_has_the_per_example_loss(tmp_path, attn):
-    tokenizer = load_tiny_tokenizer()
-    model, _ = build_model("tiny", "pruned", CPU, attn=attn)
-    data = synthetic_dataset(12, 96, 3, len(tokenizer), seed=3)
-    train = TrainParams(backend="transformers", max_length=128, batch_size=2, packing=True)
-    trainer = build_trainer(model, tokenizer, run_config(train, VariantParams(method="full"), 0, tmp_path, "float32"),
-                            data, data)
-    batch = next(iter(trainer.get_train_dataloader()))
+def _assert_packed_loss_is_per_example(model, batch) -> None:
     positions = batch["position_ids"][0]
     starts = (positions == 0).nonzero().flatten().tolist() + [len(positions)]
     assert "attention_mask" not in batch and len(starts) > 3  # several examples share one padding-free row
@@ -51,6 +45,33 @@ def test_packed_batch_of_the_project_trainer_has_the_per_example_loss(tmp_path, 
     per_example = sum(s for s, _ in parts) / sum(n for _, n in parts)
     assert float(packed) == pytest.approx(per_example, rel=1e-5)
     assert abs(float(leaky) - per_example) > 1e-3  # the check can fail: one causal run over the row differs
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_batch_of_the_project_trainer_has_the_per_example_loss(tmp_path, attn):
+    tokenizer = load_tiny_tokenizer()
+    model, _ = build_model("tiny", "pruned", CPU, attn=attn)
+    data = synthetic_dataset(12, 96, 3, len(tokenizer), seed=3)
+    train = TrainParams(backend="transformers", max_length=128, batch_size=2, packing=True)
+    trainer = build_trainer(model, tokenizer, run_config(train, VariantParams(method="full"), 0, tmp_path, "float32"),
+                            data, data)
+    _assert_packed_loss_is_per_example(model, next(iter(trainer.get_train_dataloader())))
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"], ids=["as-on-cpu", "as-on-cuda"])
+def test_packed_batch_of_tuned_trl_has_the_per_example_loss(tmp_path, device):
+    """Tuned TRL's padding-free batch, with the attention it trains with on `device`: SDPA on a CPU, flex attention
+    on CUDA (checked here on the CPU, forward only: flex attention has no CPU backward). Every token of the row is a
+    document's, so the non-padding count is every token trained."""
+    attn = tuned_attention(torch.device(device))
+    tokenizer = load_tiny_tokenizer()
+    model, _ = build_model("tiny", "pruned", CPU, attn=attn)
+    data = synthetic_dataset(12, 96, 3, len(tokenizer), seed=3)
+    trainer = make_trainer(RunSpec(mode="tuned", method="full", seq=128, batch=2), model, tokenizer, data, tmp_path)
+    assert trainer.model.config._attn_implementation == attn  # TRL keeps the attention the model was loaded with
+    batch = next(iter(trainer.get_train_dataloader()))
+    _assert_packed_loss_is_per_example(model, batch)
+    assert int((batch["input_ids"] != tokenizer.pad_token_id).sum()) == batch["input_ids"].numel()
 
 
 def test_switching_attention_reaches_laco_merged_layers():
@@ -102,17 +123,19 @@ def test_bmw_bench_runs_the_tiny_shape_on_cpu(tmp_path, capsys):
           "--new-tokens", "2", "--out", str(out)])
     result = json.loads(out.read_text())
     runs = {r["run"]: r for r in result["train"]}
-    assert set(runs) == {"baseline/lora/original", "project/lora/original/auto"}
-    base, project = runs["baseline/lora/original"], runs["project/lora/original/auto"]
+    assert set(runs) == {"defaults/lora/original", "tuned/lora/original", "project/lora/original/auto"}
+    base, tuned, project = (runs[n] for n in ("defaults/lora/original", "tuned/lora/original",
+                                              "project/lora/original/auto"))
     assert base["activation_checkpointing"] and not base["packing"]
-    assert project["packing"] and not project["activation_checkpointing"]
-    for run in (base, project):
+    for run in (tuned, project):
+        assert run["packing"] and not run["activation_checkpointing"]
+    for run in (base, tuned, project):
         assert run["tokens"] > 0 and run["tokens_per_s"] > 0 and run["flops_per_token"] > 0
     assert project["trainable_params"] < project["matmul_params"]  # LoRA: the adapter only
     assert result["eval"]["perplexity"]["tokens_scored"] == 2 * 31
     assert result["eval"]["semantic_entropy_sampling_project"]["generated_tokens"] > 0
     assert result["environment"]["versions"]["trl"]
-    assert "baseline/lora/original" in capsys.readouterr().out
+    assert "tuned/lora/original" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("engine", ["project", "hf-static"])
@@ -123,15 +146,35 @@ def test_generation_throughput_times_each_engine(engine):
     assert result["engine"] == engine and 4 <= result["generated_tokens"] <= 12 and result["seconds"] > 0
 
 
-def test_bench_runs_the_baselines_and_ablations_before_the_fast_path():
-    runs = [r.name for r in plan_runs(parse_args(["--methods", "lora,full", "--ablate-liger", "--ablate-casts",
-                                                  "--ablate-fused"]))]
-    assert runs == [
-        "baseline/lora/original", "baseline/full/original",
-        "project/lora/original/auto/no-liger", "project/full/original/auto/no-liger",  # before Liger patches Qwen3
+def test_bench_runs_every_run_without_liger_before_the_first_with_it():
+    """Liger patches transformers' Qwen3 classes process-wide: TRL's defaults and the no-Liger ablation first."""
+    runs = plan_runs(parse_args(["--methods", "lora,full", "--ablate-liger", "--ablate-casts", "--ablate-fused"]))
+    assert [r.name for r in runs] == [
+        "defaults/lora/original", "defaults/full/original",
+        "project/lora/original/auto/no-liger", "project/full/original/auto/no-liger",
+        "tuned/lora/original", "tuned/full/original",
         "project/lora/original/auto/adapter-casts", "project/lora/original/auto/unfused",
         "project/lora/original/auto", "project/full/original/auto",
     ]
+    without = [i for i, r in enumerate(runs) if r.mode == "defaults" or not r.liger]
+    assert max(without) < min(set(range(len(runs))) - set(without))
+    assert [r.name for r in plan_runs(parse_args(["--methods", "lora", "--baselines", "tuned"]))] == [
+        "tuned/lora/original", "project/lora/original/auto"]
+    assert [r.name for r in plan_runs(parse_args(["--methods", "lora", "--no-baseline"]))] == [
+        "project/lora/original/auto"]
+
+
+def test_the_table_compares_each_run_with_trl_defaults_and_the_faster_peer():
+    rows = [("defaults", "lora", 100.0), ("tuned", "lora", 250.0), ("project", "lora", 500.0),
+            ("defaults", "full", 200.0), ("project", "full", 300.0)]
+    results = {"train": [{"run": f"{mode}/{method}", "mode": mode, "method": method, "tokens_per_s": rate,
+                          "mfu": 0.1} for mode, method, rate in rows]
+               + [{"run": "tuned/full", "mode": "tuned", "method": "full", "error": "OutOfMemoryError: "}]}
+    lines = {line.split()[0]: line.split()[1:] for line in table(results).splitlines()[1:]}
+    assert lines["project/lora"][-2:] == ["5.00", "2.00"]  # x TRL defaults, x best peer (tuned TRL)
+    assert lines["tuned/lora"][-2:] == ["2.50", "1.00"]
+    assert lines["project/full"][-2:] == ["1.50", "1.50"]  # the failed tuned run is no peer
+    assert lines["tuned/full"] == ["OutOfMemoryError:"]
 
 
 def test_bench_heal_measures_each_type_healed_and_not(tmp_path, monkeypatch, capsys):

@@ -425,24 +425,26 @@ def test_packing_keeps_sdpa_and_refuses_an_attention_that_mixes_examples(project
         ensure_packing_safe(model)
 
 
-def test_backend_auto_falls_back_to_transformers_and_unsloth_needs_cuda(caplog):
-    with caplog.at_level(logging.INFO, logger="bmw.train.backend"):
-        assert resolve_backend("auto") == "transformers"
-    assert "using transformers + PEFT + TRL" in caplog.text
-    assert resolve_backend("transformers") == "transformers"
-    with pytest.raises(RuntimeError, match="train.backend: unsloth needs a CUDA GPU"):
+def test_unsloth_trains_only_where_asked_for_and_able_to(monkeypatch):
+    """auto is the measured path, also where Unsloth would import; Unsloth refuses what it cannot train."""
+    with pytest.raises(RuntimeError, match="train.backend: unsloth needs a CUDA GPU.*constraints-unsloth.txt"):
         resolve_backend("unsloth")
+    monkeypatch.setattr("bmw.train.backend.unsloth_available", lambda: True)  # as on a GPU host with the extra
+    assert resolve_backend("auto") == resolve_backend("transformers") == "transformers"
+    assert resolve_backend("unsloth") == "unsloth"
+    with pytest.raises(ValueError, match="train.backend: unknown backend 'fast'"):
+        resolve_backend("fast")
 
 
-def test_packed_batches_never_train_on_unsloth(monkeypatch, caplog):
-    """ensure_packing_safe vouches for the model's attention implementation; Unsloth runs kernels of its own."""
-    monkeypatch.setattr("bmw.train.backend.unsloth_available", lambda: True)  # as on a GPU host with the gpu extra
-    assert resolve_backend("auto") == resolve_backend("unsloth") == "unsloth"
-    with caplog.at_level(logging.INFO, logger="bmw.train.backend"):
-        assert resolve_backend("auto", packing=True) == "transformers"
-    assert "packed batches, using transformers" in caplog.text
+def test_packed_batches_and_random_bases_never_train_on_unsloth(monkeypatch):
+    """ensure_packing_safe vouches for the model's attention implementation; Unsloth runs kernels of its own, and
+    its loader reads weights a random base does not have."""
+    monkeypatch.setattr("bmw.train.backend.unsloth_available", lambda: True)
+    assert resolve_backend("auto", weights_on_disk=False, packing=True) == "transformers"
     with pytest.raises(RuntimeError, match="train.packing: true with train.backend: unsloth: .*train.packing: false"):
         resolve_backend("unsloth", packing=True)
+    with pytest.raises(RuntimeError, match="a random base .* has none there"):
+        resolve_backend("unsloth", weights_on_disk=False)
 
 
 def test_the_steady_rate_leaves_out_the_first_step_and_what_follows_the_last():

@@ -1,4 +1,4 @@
-"""`bmw bench`: time the project's training and evaluation at a shape, next to plain TRL defaults; write JSON.
+"""`bmw bench`: time the project's training and evaluation at a shape, next to TRL's defaults and tuned TRL; write JSON.
 
 bmw bench model --shape qwen3-8b --methods lora,full --types original,dropped,pruned,laco \
     --seq 4096 --steps 30 --warmup 5 --out $OUT/bench.json
@@ -19,7 +19,7 @@ import torch
 
 from bench.model.evals import generation_throughput, perplexity_throughput
 from bench.model.shapes import SHAPES, TYPES, build_model
-from bench.model.train import RunSpec, run_training
+from bench.model.train import PEERS, RunSpec, run_training
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_json
 from bmw.train.launch import is_main_process, world_size
@@ -42,16 +42,18 @@ def environment(device: torch.device) -> dict:
 
 
 def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
-    """Baselines, then the ablation without Liger, then each method's fast path, the other attentions and the
-    other model types (LoRA only by default). Liger patches transformers' Qwen3 classes and functions process-wide, so
-    every run without it (baselines, ablation) must come before the first run with it."""
+    """TRL's defaults, the ablation without Liger, tuned TRL, then each method's fast path, the other attentions and
+    the other model types (LoRA only by default). Liger patches transformers' Qwen3 classes and functions
+    process-wide, so every run without it (TRL's defaults, the ablation) must come before the first run with it
+    (tuned TRL and the project's runs, on CUDA)."""
     common = {m: {"method": m, "shape": a.shape, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
                   "batch": a.full_batch if m == "full" else a.batch} for m in a.methods}
     project = {m: {**common[m], "mode": "project", "distributed": a.distributed.get(m, "none"), "save": a.save}
                for m in a.methods}
-    runs = [RunSpec(mode="baseline", profile=a.profile, **common[m]) for m in a.methods if a.baseline]
+    runs = [RunSpec(mode="defaults", profile=a.profile, **common[m]) for m in a.methods if "defaults" in a.baselines]
     if a.ablate_liger:
         runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
+    runs += [RunSpec(mode="tuned", profile=a.profile, **common[m]) for m in a.methods if "tuned" in a.baselines]
     if a.ablate_casts and "lora" in a.methods:
         runs.append(RunSpec(attn=a.attn[0], adapter_casts=True, **project["lora"]))
     if a.ablate_fused and "lora" in a.methods:
@@ -66,16 +68,23 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
 
 
 def table(results: dict) -> str:
-    """The short text table printed last (the full figures are in the JSON)."""
-    lines = [f"{'run':<40} {'tok/s':>10} {'MFU':>6} {'peak GiB':>9} {'x base':>7}"]
-    base = {r["method"]: r.get("tokens_per_s") for r in results["train"] if r["mode"] == "baseline"}
+    """The short text table printed last (the full figures are in the JSON): each run's tokens/s against TRL's
+    defaults and against the faster of the peers that ran (TRL's defaults, tuned TRL) for its method."""
+    lines = [f"{'run':<40} {'tok/s':>10} {'MFU':>6} {'peak GiB':>9} {'x TRL defaults':>14} {'x best peer':>11}"]
+    defaults, best = {}, {}
+    for r in results["train"]:
+        if r["mode"] in PEERS and r.get("tokens_per_s"):
+            best[r["method"]] = max(best.get(r["method"], 0.0), r["tokens_per_s"])
+            if r["mode"] == "defaults":
+                defaults[r["method"]] = r["tokens_per_s"]
     for r in results["train"]:
         if "error" in r:
             lines.append(f"{r['run']:<40} {r['error'][:60]}")
             continue
-        ratio = r["tokens_per_s"] / base[r["method"]] if base.get(r["method"]) else float("nan")
+        ratios = [r["tokens_per_s"] / peer[r["method"]] if peer.get(r["method"]) else float("nan")
+                  for peer in (defaults, best)]
         lines.append(f"{r['run']:<40} {r['tokens_per_s']:>10.0f} {r['mfu']:>6.1%} "
-                     f"{r.get('peak_memory_gib', float('nan')):>9.1f} {ratio:>7.2f}")
+                     f"{r.get('peak_memory_gib', float('nan')):>9.1f} {ratios[0]:>14.2f} {ratios[1]:>11.2f}")
     for name, e in results.get("eval", {}).items():
         lines.append(f"{'eval/' + name:<40} {e.get('tokens_per_s', 0):>10.0f} {e.get('seconds', 0):>6.1f}s "
                      f"{e.get('error', '')[:40]}")
@@ -154,7 +163,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--full-batch", type=int, default=1, help="the same for full fine-tuning")
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps after the warm-up")
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--no-baseline", dest="baseline", action="store_false", help="skip the plain TRL runs")
+    p.add_argument("--baselines", type=_csv(PEERS), default=list(PEERS),
+                   help="peers to time each method against: TRL's defaults, TRL as its documentation recommends for "
+                        "speed (padding-free packing, Liger, no activation checkpointing)")
+    p.add_argument("--no-baseline", dest="baselines", action="store_const", const=[], help="no peer runs")
     p.add_argument("--no-train", dest="train", action="store_false")
     p.add_argument("--no-eval", dest="eval", action="store_false")
     p.add_argument("--window", type=int, default=256, help="perplexity window (tokens)")

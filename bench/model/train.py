@@ -1,8 +1,10 @@
-"""One timed training run: the project's trainer (bmw.train.build_trainer) or plain TRL SFTTrainer defaults."""
+"""One timed training run: the project's trainer (bmw.train.build_trainer) or a peer's: plain TRL SFTTrainer with its
+defaults, or TRL configured as its documentation recommends for speed."""
 
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import tempfile
 import time
@@ -21,7 +23,7 @@ from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.models.base import compute_dtype
 from bmw.models.variant import save_variant
 from bmw.params import TrainParams, VariantParams
-from bmw.train.config import lora_config, run_config
+from bmw.train.config import CHECKPOINTING_ARG, lora_config, run_config
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.train.launch import is_main_process, world_size
 from bmw.train.sft import build_trainer, gathered_state_dict
@@ -29,9 +31,24 @@ from bmw.train.sft import build_trainer, gathered_state_dict
 log = logging.getLogger(__name__)
 
 
+PEERS = ("defaults", "tuned")  # the modes of the baselines: the peers a user would pick instead of the project
+
+
+def tuned_attention(device: torch.device) -> str:
+    """The attention of tuned TRL's padding-free batches. TRL documents padding-free packing with FlashAttention
+    (flash_attention_2/3, or a Hub kernel such as kernels-community/flash-attn2), which takes the documents'
+    cu_seq_lens. None installs on the GPU machine: no flash-attn wheel, no Hub to fetch a kernel from. transformers
+    5 gives SDPA, flex and eager attention a per-document mask derived from the padding-free batch's position_ids
+    (masking_utils.find_packed_sequence_indices); of these, flex attention is the fastest on CUDA, its block-sparse
+    mask skipping the blocks between documents (1.32x SDPA at Qwen3-8B's shape, docs/benchmarks.md). On a CPU flex
+    attention has no backward, so SDPA."""
+    return "flex_attention" if device.type == "cuda" else "sdpa"
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    mode: str  # "project" (bmw.train, packing + the CUDA fast path) or "baseline" (TRL SFTTrainer defaults)
+    mode: str  # "project" (bmw.train, packing + the CUDA fast path); the peers "defaults" (TRL SFTTrainer's defaults)
+    # and "tuned" (TRL as its documentation recommends for speed: padding-free packing, Liger, no checkpointing)
     method: str  # "lora" | "full"
     type: str = "original"  # the model type (params' model.type), cut by the params' default plan
     shape: str = "tiny"
@@ -39,7 +56,7 @@ class RunSpec:
     batch: int = 1
     steps: int = 30
     warmup: int = 5
-    attn: str = "auto"  # project runs: "auto" = the project's choice (train.backend auto), else forced
+    attn: str = "auto"  # project runs: "auto" = the project's choice (train.backend auto), else forced; peers: unused
     liger: bool = True  # project runs: False turns the fast path's Liger kernels off (the ablation)
     profile: bool = False  # record the top kernels of two warm-up steps (needs warmup >= 4)
     adapter_casts: bool = False  # project LoRA runs: True keeps PEFT's casts of adapter inputs (the ablation)
@@ -50,8 +67,8 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        if self.mode == "baseline":
-            return f"baseline/{self.method}/{self.type}"
+        if self.mode in PEERS:
+            return f"{self.mode}/{self.method}/{self.type}"
         return (f"project/{self.method}/{self.type}/{self.attn}" + ("" if self.liger else "/no-liger")
                 + ("/adapter-casts" if self.adapter_casts else "") + ("/unfused" if self.unfused else "")
                 + ("" if self.distributed == "none" else f"/{self.distributed}")
@@ -104,7 +121,16 @@ class StepTimer(TrainerCallback):
         return t1 - t0, n1 - n0
 
 
-def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
+def _attention(spec: RunSpec, device: torch.device) -> str:
+    """The attention the model is built with: transformers' default, SDPA, unless the run picks one. Project runs
+    under "auto" get theirs from build_trainer (ensure_packing_safe)."""
+    if spec.mode == "tuned":
+        return tuned_attention(device)
+    return "sdpa" if spec.attn == "auto" else spec.attn
+
+
+def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
+    """The SFTTrainer of `spec` (the project's or a peer's) on `model`, which has the attention _attention picks."""
     on_gpu = torch.cuda.is_available()
     variant = VariantParams(method=spec.method, epochs=1, lr=1e-5 if spec.method == "full" else 2e-4)
     if spec.mode == "project":
@@ -132,12 +158,18 @@ def _trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
         if spec.unfused:
             set_fused_updates(trainer.model, enabled=False)
         return trainer
-    # Plain TRL: its defaults (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU), with only
-    # the shape, the step count and the measurement set; the same LoRA adapter as the project's.
+    # The peers set only the shape, the step count and the measurement; the same LoRA adapter as the project's.
+    # defaults: TRL's (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU).
+    # tuned: what TRL documents for speed. Packing with best-fit decreasing, which makes the batches padding-free
+    # (no attention_mask: the model's attention keeps the documents apart from their position_ids, tuned_attention),
+    # Liger's kernels where they run (CUDA and liger-kernel installed), no activation checkpointing.
+    tuned = {"packing": True, "packing_strategy": "bfd", "padding_free": True, CHECKPOINTING_ARG: False,
+             "use_liger_kernel": on_gpu and importlib.util.find_spec("liger_kernel") is not None}
     args = SFTConfig(
         output_dir=str(out), max_length=spec.seq, per_device_train_batch_size=spec.batch,
         max_steps=spec.warmup + spec.steps, learning_rate=variant.lr, report_to="none",
         include_num_input_tokens_seen="non_padding", save_strategy="no", bf16=on_gpu,
+        **(tuned if spec.mode == "tuned" else {}),
     )
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       peft_config=lora_config(variant) if spec.method == "lora" else None)
@@ -171,9 +203,9 @@ def run_training(spec: RunSpec, device: torch.device) -> dict:
     result: dict = {"run": spec.name, **asdict(spec)}
     try:
         with tempfile.TemporaryDirectory() as out:
-            model, plan = build_model(spec.shape, spec.type, device, attn="sdpa" if spec.attn == "auto" else spec.attn)
+            model, plan = build_model(spec.shape, spec.type, device, attn=_attention(spec, device))
             timer = StepTimer(spec.warmup, total)
-            trainer = _trainer(spec, model, tokenizer, dataset, Path(out))
+            trainer = make_trainer(spec, model, tokenizer, dataset, Path(out))
             trainer.add_callback(timer)
             profiler = StepProfiler() if spec.profile and spec.warmup >= 4 else None
             if profiler:

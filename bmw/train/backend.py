@@ -1,9 +1,8 @@
-"""Choose the training backend: Unsloth where it can run, else transformers + PEFT + TRL."""
+"""Choose the training backend: transformers + PEFT + TRL, or Unsloth where asked for and able to run."""
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 from pathlib import Path
 from typing import Literal
 
@@ -14,8 +13,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from bmw.models.surgery import apply_plan
 from bmw.params import TrainParams, VariantParams
 
-log = logging.getLogger(__name__)
-
 Backend = Literal["transformers", "unsloth"]
 
 
@@ -25,40 +22,31 @@ def unsloth_available() -> bool:
 
 
 def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool = False) -> Backend:
-    """`weights_on_disk` False: a random base, whose weights Unsloth's loader (it reads the folder) cannot make.
+    """`auto` and `transformers`: transformers + PEFT + TRL, the path `bmw bench model` measures
+    (docs/benchmarks.md); Unsloth has not been run or measured here, so it trains only when asked for
+    (`train.backend: unsloth`, in its own environment: pyproject's `unsloth` extra with constraints-unsloth.txt).
+    `weights_on_disk` False: a random base, whose weights Unsloth's loader (it reads the folder) cannot make.
     `packing`: packed batches train on transformers alone, whose attention `config.ensure_packing_safe` can vouch
     for; Unsloth swaps in attention kernels of its own, which keep packed examples apart only when fed by its own
     trainer's collator, and which the model's `_attn_implementation` does not name."""
     if requested not in ("auto", "transformers", "unsloth"):
         raise ValueError(f"train.backend: unknown backend {requested!r}; expected auto, transformers or unsloth")
-    if requested == "transformers":
+    if requested != "unsloth":
         return "transformers"
     if not weights_on_disk:
-        if requested == "unsloth":
-            raise RuntimeError("train.backend: unsloth loads the base's weights from its folder, and a random base "
-                               "(base.name random:<shape>) has none there; use train.backend: auto or transformers")
-        log.info("train.backend auto: a random base, using transformers + PEFT + TRL")
-        return "transformers"
+        raise RuntimeError("train.backend: unsloth loads the base's weights from its folder, and a random base "
+                           "(base.name random:<shape>) has none there; use train.backend: auto or transformers")
     if packing:
-        if requested == "unsloth":
-            raise RuntimeError("train.packing: true with train.backend: unsloth: its attention kernels are not the "
-                               "model's attention implementation, and nothing here can check that they keep packed "
-                               "examples apart; use train.backend: auto or transformers, or train.packing: false")
-        log.info("train.backend auto: packed batches, using transformers + PEFT + TRL (an attention with a "
-                 "per-document mask)")
-        return "transformers"
-    if requested == "unsloth":
-        if not unsloth_available():
-            raise RuntimeError(
-                "train.backend: unsloth needs a CUDA GPU and the unsloth package "
-                "(pip install -e '.[gpu]'); use train.backend: auto or transformers here"
-            )
-        return "unsloth"
-    if unsloth_available():
-        return "unsloth"
-    reason = "no CUDA GPU" if not torch.cuda.is_available() else "unsloth is not installed"
-    log.info("train.backend auto: %s, using transformers + PEFT + TRL", reason)
-    return "transformers"
+        raise RuntimeError("train.packing: true with train.backend: unsloth: its attention kernels are not the "
+                           "model's attention implementation, and nothing here can check that they keep packed "
+                           "examples apart; use train.backend: auto or transformers, or train.packing: false")
+    if not unsloth_available():
+        raise RuntimeError(
+            "train.backend: unsloth needs a CUDA GPU and the unsloth package, in an environment of its own "
+            "(pip install -c constraints-unsloth.txt -e '.[unsloth]', docs/benchmarks.md); use train.backend: auto "
+            "or transformers here"
+        )
+    return "unsloth"
 
 
 def linear_layer_names(model: nn.Module) -> list[str]:
@@ -73,7 +61,7 @@ def unsloth_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base through Unsloth's fast loader, the plan applied, and for LoRA Unsloth's adapter on all linears.
 
-    Needs CUDA and the `gpu` extra: not exercised on CPU hosts (resolve_backend never picks it there).
+    Needs CUDA and the `unsloth` extra: not exercised on CPU hosts (resolve_backend refuses it there).
     """
     from unsloth import FastLanguageModel
 

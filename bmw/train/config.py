@@ -24,6 +24,11 @@ VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 # padding-free (packed) batches: TRL trains with use_cache=False and no attention_mask, the case in which
 # transformers' masking_utils detects packed sequences. tests/test_bench.py checks packed loss == per-example loss.
 POSITION_MASKED_ATTENTION = ("sdpa", "flex_attention", "eager")
+# The SFTConfig field of activation checkpointing: transformers after 5.17 calls it activation_checkpointing (the
+# old name warns, and goes in v6); 5.17, the newest the Unsloth environment (constraints-unsloth.txt) accepts, knows
+# only gradient_checkpointing.
+CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
+                     else "gradient_checkpointing")
 
 
 def cuda_fast_args(train: TrainParams) -> dict:
@@ -116,8 +121,6 @@ def sft_config(
         # (the embedded default's training split: 17% fewer positions than random batches of 8)
         train_sampling_strategy="random" if train.packing else "group_by_length",
         assistant_only_loss=train.assistant_only_loss,
-        # transformers 5 name of gradient checkpointing; under FSDP its own (fsdp_config) does it
-        activation_checkpointing=train.gradient_checkpointing and "fsdp" not in extra,
         eval_strategy="steps",
         eval_steps=train.eval_steps,
         save_strategy="steps",
@@ -137,6 +140,8 @@ def sft_config(
         use_cpu=compute == "bfloat16" and not torch.cuda.is_available(),
         fp16=False,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # under FSDP its own activation checkpointing (fsdp_config) does it
+        **{CHECKPOINTING_ARG: train.gradient_checkpointing and "fsdp" not in extra},
         **extra,
     )
 
