@@ -153,17 +153,17 @@ def test_decoding_stops_once_every_row_has_finished(tiny, tok):
 
 
 def test_the_step_compiles_as_one_graph(tiny, tok, monkeypatch):
-    """What CUDA compiles, traced on CPU: the whole step one graph (no break, nothing read back to the host), traced
-    once per kind of decoding and not again at every step, with the eager step's results."""
+    """What CUDA compiles, traced on CPU: the step's forward one graph (no break, nothing read back to the host),
+    traced once for greedy and sampled decoding alike and not again at every step, with the eager results."""
     batch = left_padded(tok, PROMPTS)
     eager = [run(tiny, tok, batch, 10), run(tiny, tok, batch, 10, seed=1, temperature=0.7, top_p=0.9)]
     torch._dynamo.reset()
-    monkeypatch.setattr(decoding, "_compiled_step", torch.compile(decoding._step, backend="aot_eager",
-                                                                  fullgraph=True))
+    monkeypatch.setattr(decoding, "_compiled_forward", torch.compile(decoding._forward, backend="aot_eager",
+                                                                     fullgraph=True))
     monkeypatch.setattr(decoding, "compiles", lambda model: True)
     torch._dynamo.utils.counters.clear()
     compiled = [run(tiny, tok, batch, 10), run(tiny, tok, batch, 10, seed=1, temperature=0.7, top_p=0.9)]
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2  # greedy and sampling
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     for e, c in zip(eager, compiled):
         assert torch.equal(e.tokens, c.tokens)
         torch.testing.assert_close(e.logprobs, c.logprobs, rtol=1e-4, atol=1e-5)

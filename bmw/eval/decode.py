@@ -5,15 +5,15 @@ read (Python and launch overhead between small kernels), and `output_logits=True
 tokens' log-probabilities - keeps every step's float32 logits (40 rows x 151,936 x 512 steps: 12 GB), which ran an
 80 GB H100 out of memory at generation_batch_size 64. Here only the chosen token's log-probability is kept.
 
-What is compiled, and why it can be: `_step` - one forward of the (B, 1) new tokens through a transformers
-StaticCache, the choice of the next token (greedy, or temperature + top-p sampling), its untempered log-probability,
-and the finished mask. Every input has the same shape at every step: the cache is preallocated for prompt + new
+What is compiled, and why it can be: `_forward` - one forward of the (B, 1) new tokens through a transformers
+StaticCache; the choice of the next token (greedy, or temperature + top-p sampling), its untempered log-probability
+and the finished mask follow eagerly (`_choose`). Every input has the same shape at every step: the cache is preallocated for prompt + new
 tokens and writes at its own position counter (a tensor held by the cache, marked a static address by transformers,
 advanced in place), the position ids are a (B, 1) tensor, and the 2D attention mask has the cache's fixed length:
 the prompt's left-padding zeros, then ones for every new slot - slots not written yet lie in the future of the
 causal mask (whose query offset is that counter), so the mask never changes within a batch. Nothing in the step
 reads a value back to the host. On CUDA it is compiled with mode="reduce-overhead", so CUDA graphs replay a whole
-step with one launch; the prefill (run once per batch, its length varies) and the host loop stay eager.
+forward with one launch; the prefill (run once per batch, its length varies) and the host loop stay eager.
 
 Sampling draws no random numbers inside the step: uniform noise from a per-batch torch.Generator is drawn outside
 and passed in, and the token is chosen by an exponential race (argmax p / E, E = -log U), which samples the kept
@@ -22,7 +22,7 @@ distribution exactly. No RNG state lives in a graph, and a seed gives the same s
 The host looks at the finished mask only every `check_every` steps (a sync) and stops once every row has emitted a
 stop token; a finished row emits `pad_id` with log-probability 0 meanwhile.
 
-On a CPU, and for a model transformers does not mark compilable, the very same step runs eagerly.
+On a CPU, and for a model transformers does not mark compilable, the very same forward runs eagerly.
 """
 
 from __future__ import annotations
@@ -66,18 +66,17 @@ def _choose(logits: torch.Tensor, finished: torch.Tensor, noise: torch.Tensor | 
     return token, logprob, finished | torch.isin(token, stops)
 
 
-def _step(model, cache: StaticCache, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
-          finished: torch.Tensor, noise: torch.Tensor | None, stops: torch.Tensor, pad_id: int,
-          temperature: float, top_p: float):
-    """One decoding step (the compiled unit): (token, log-probability, finished, next position)."""
-    logits = model(input_ids=token[:, None], position_ids=position, attention_mask=mask, past_key_values=cache,
-                   use_cache=True).logits[:, -1]
-    return *_choose(logits, finished, noise, stops, pad_id, temperature, top_p), position + 1
+def _forward(model, cache: StaticCache, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor):
+    """One decoding step's forward (the compiled unit): the (B, V) logits of the new tokens."""
+    return model(input_ids=token[:, None], position_ids=position, attention_mask=mask, past_key_values=cache,
+                 use_cache=True).logits[:, -1]
 
 
-# dynamic=None: the first (batch, cache length) is compiled for its exact shape, a second one recompiles once with
-# symbolic sizes; CUDA graphs are recorded per shape either way
-_compiled_step = torch.compile(_step, mode="reduce-overhead")
+# Only the forward is compiled: inductor cannot lower top-p's cumulative sum over the vocabulary fused with the
+# reductions around it ("NYI TritonSplitDimKernel reductions", torch 2.11 on an H100), and the choice is a handful
+# of kernels per step. dynamic=None: the first (batch, cache length) is compiled for its exact shape, a second one
+# recompiles once with symbolic sizes; CUDA graphs are recorded per shape either way
+_compiled_forward = torch.compile(_forward, mode="reduce-overhead")
 
 
 class _Cache(StaticCache):
@@ -159,14 +158,15 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
                                        **settings)
     del logits
     position = positions[:, -1:] + 1
-    step = _compiled_step if compiles(model) else _step
+    forward = _compiled_forward if compiles(model) else _forward
     tokens, logprobs = [token], [logprob]
     for t in range(1, max_new_tokens):
         if t % check_every == 0 and bool(finished.all()):
             break
-        # clones: CUDA graphs overwrite their outputs at the next replay
-        token, logprob, finished, position = (x.clone() for x in step(
-            model, cache, token, position, mask, finished, noise(vocab), **settings))
+        # the choice reads the logits before the next replay overwrites them (CUDA graphs reuse their outputs)
+        logits = forward(model, cache, token, position, mask)
+        token, logprob, finished = _choose(logits, finished, noise(vocab), **settings)
+        position = position + 1
         tokens.append(token)
         logprobs.append(logprob)
     return Decoded(torch.stack(tokens, 1), torch.stack(logprobs, 1), finished)
