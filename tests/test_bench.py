@@ -16,7 +16,7 @@ from bench.model.data import synthetic_dataset
 from bench.model.evals import generation_throughput
 from bench.model.flops import flops_per_token, matmul_params
 from bench.model.shapes import build_model, default_plan
-from bench.model.train import RunSpec, make_trainer, tuned_attention
+from bench.model.train import RunSpec, _attention, make_trainer, tuned_attention
 from bmw.base.tiny import qwen3_8b_config
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
@@ -160,6 +160,9 @@ def test_bench_runs_every_run_without_liger_before_the_first_with_it():
     assert max(without) < min(set(range(len(runs))) - set(without))
     assert [r.name for r in plan_runs(parse_args(["--methods", "lora", "--baselines", "tuned"]))] == [
         "tuned/lora/original", "project/lora/original/auto"]
+    tuned = plan_runs(parse_args(["--methods", "lora", "--baselines", "tuned", "--tuned-attn", "auto,sdpa"]))
+    assert [r.name for r in tuned] == ["tuned/lora/original", "tuned/lora/original/sdpa", "project/lora/original/auto"]
+    assert [_attention(r, torch.device("cuda")) for r in tuned[:2]] == ["flex_attention", "sdpa"]
     assert [r.name for r in plan_runs(parse_args(["--methods", "lora", "--no-baseline"]))] == [
         "project/lora/original/auto"]
 

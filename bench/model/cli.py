@@ -53,7 +53,8 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
     runs = [RunSpec(mode="defaults", profile=a.profile, **common[m]) for m in a.methods if "defaults" in a.baselines]
     if a.ablate_liger:
         runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
-    runs += [RunSpec(mode="tuned", profile=a.profile, **common[m]) for m in a.methods if "tuned" in a.baselines]
+    runs += [RunSpec(mode="tuned", attn=attn, profile=a.profile, **common[m])
+             for m in a.methods for attn in a.tuned_attn if "tuned" in a.baselines]
     if a.ablate_casts and "lora" in a.methods:
         runs.append(RunSpec(attn=a.attn[0], adapter_casts=True, **project["lora"]))
     if a.ablate_fused and "lora" in a.methods:
@@ -141,6 +142,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--attn", type=_csv(("auto", "sdpa", "flex_attention", "eager")), default=["auto"],
                    help="attention(s) of the project's packed runs (auto: the project's choice); the first is used "
                         "for the other types")
+    p.add_argument("--tuned-attn", type=_csv(("auto", "sdpa", "flex_attention", "eager")), default=["auto"],
+                   help="attention(s) of tuned TRL's padding-free runs (auto: flex on CUDA, SDPA on a CPU)")
     p.add_argument("--type-methods", type=_csv(("lora", "full")), default=["lora"],
                    help="methods whose runs are repeated for each of --types")
     p.add_argument("--profile", action="store_true",

@@ -56,7 +56,7 @@ class RunSpec:
     batch: int = 1
     steps: int = 30
     warmup: int = 5
-    attn: str = "auto"  # project runs: "auto" = the project's choice (train.backend auto), else forced; peers: unused
+    attn: str = "auto"  # project and tuned runs: "auto" = their own choice, else forced; TRL's defaults: unused
     liger: bool = True  # project runs: False turns the fast path's Liger kernels off (the ablation)
     profile: bool = False  # record the top kernels of two warm-up steps (needs warmup >= 4)
     adapter_casts: bool = False  # project LoRA runs: True keeps PEFT's casts of adapter inputs (the ablation)
@@ -68,7 +68,7 @@ class RunSpec:
     @property
     def name(self) -> str:
         if self.mode in PEERS:
-            return f"{self.mode}/{self.method}/{self.type}"
+            return f"{self.mode}/{self.method}/{self.type}" + ("" if self.attn == "auto" else f"/{self.attn}")
         return (f"project/{self.method}/{self.type}/{self.attn}" + ("" if self.liger else "/no-liger")
                 + ("/adapter-casts" if self.adapter_casts else "") + ("/unfused" if self.unfused else "")
                 + ("" if self.distributed == "none" else f"/{self.distributed}")
@@ -124,7 +124,7 @@ class StepTimer(TrainerCallback):
 def _attention(spec: RunSpec, device: torch.device) -> str:
     """The attention the model is built with: transformers' default, SDPA, unless the run picks one. Project runs
     under "auto" get theirs from build_trainer (ensure_packing_safe)."""
-    if spec.mode == "tuned":
+    if spec.mode == "tuned" and spec.attn == "auto":
         return tuned_attention(device)
     return "sdpa" if spec.attn == "auto" else spec.attn
 
