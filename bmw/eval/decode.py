@@ -115,14 +115,14 @@ def _static_cache(model, batch: int, length: int, device: torch.device) -> Stati
 
 
 def compiles(model) -> bool:
-    """Whether the step is compiled for this model: on CUDA, for architectures transformers can compile whole."""
+    """Whether the forward is compiled for this model: on CUDA, for architectures transformers can compile whole."""
     if model.device.type != "cuda":
         return False
     if getattr(model, "_can_compile_fullgraph", False):
         return True
     if type(model) not in _warned:
         _warned.add(type(model))
-        log.warning("decode: transformers does not mark %s compilable: its decoding step runs eagerly (slower)",
+        log.warning("decode: transformers does not mark %s compilable: its decoding forward runs eagerly (slower)",
                     type(model).__name__)
     return False
 
