@@ -14,11 +14,11 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 ENV_IDS = "BMW_GPUS"
 ENV_LOCKS = "BMW_GPU_LOCKS"
@@ -62,7 +62,8 @@ def lease_gpu(poll_s: float = 2.0) -> str | None:
         return None
     if _held:
         return os.environ["CUDA_VISIBLE_DEVICES"]
-    if torch.cuda.is_initialized():
+    torch = sys.modules.get("torch")  # not imported: CUDA cannot be initialised yet (`bmw experiments` never needs it)
+    if torch is not None and torch.cuda.is_initialized():
         raise RuntimeError("lease_gpu() must run before CUDA is initialised: CUDA_VISIBLE_DEVICES is read once")
     folder = lock_folder()
     folder.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,24 @@ def test_a_malformed_bmw_gpus_fails_naming_the_variable(monkeypatch):
         lease_gpu()
 
 
+def test_a_lease_after_cuda_is_initialised_is_refused(monkeypatch):
+    """CUDA reads CUDA_VISIBLE_DEVICES once: a lease taken after it initialised would not bind the process."""
+    import torch
+
+    from bmw.gpus import lease_gpu
+
+    monkeypatch.setenv("BMW_GPUS", "0")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="before CUDA is initialised"):
+        lease_gpu()
+
+
+def test_bmw_experiments_starts_without_importing_torch():
+    script = "import sys, bmw.report.experiments; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]
+
+
 def test_no_lease_without_bmw_gpus(tmp_path):
     script = "from bmw.gpus import lease_gpu; import os; print(lease_gpu(), os.environ.get('CUDA_VISIBLE_DEVICES'))"
     env = {k: v for k, v in env_with(CUDA_VISIBLE_DEVICES="3").items() if k != "BMW_GPUS"}
