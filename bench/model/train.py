@@ -162,14 +162,9 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
     # defaults: TRL's (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU).
     # tuned: what TRL documents for speed. Packing with best-fit decreasing, which makes the batches padding-free
     # (no attention_mask: the model's attention keeps the documents apart from their position_ids, tuned_attention),
-    # Liger's kernels where they run (CUDA and liger-kernel installed), no activation checkpointing. Under flex
-    # attention the padding-free row is padded to rows x seq tokens (TRL's pad_to_multiple_of; pads are one-token
-    # documents without labels): its length otherwise changes at every step, torch recompiles flex attention with
-    # dynamic shapes, and that compilation failed on an H100 (NoValidChoicesError, as in pytorch/pytorch#134560).
-    flex = model.config._attn_implementation == "flex_attention"
+    # Liger's kernels where they run (CUDA and liger-kernel installed), no activation checkpointing.
     tuned = {"packing": True, "packing_strategy": "bfd", "padding_free": True, CHECKPOINTING_ARG: False,
-             "use_liger_kernel": on_gpu and importlib.util.find_spec("liger_kernel") is not None,
-             "pad_to_multiple_of": spec.seq * spec.batch if flex else None}
+             "use_liger_kernel": on_gpu and importlib.util.find_spec("liger_kernel") is not None}
     args = SFTConfig(
         output_dir=str(out), max_length=spec.seq, per_device_train_batch_size=spec.batch,
         max_steps=spec.warmup + spec.steps, learning_rate=variant.lr, report_to="none",
