@@ -4,7 +4,6 @@ defaults, or TRL configured as its documentation recommends for speed."""
 from __future__ import annotations
 
 import gc
-import importlib.util
 import logging
 import tempfile
 import time
@@ -23,7 +22,7 @@ from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.models.base import compute_dtype
 from bmw.models.variant import save_variant
 from bmw.params import TrainParams, VariantParams
-from bmw.train.config import CHECKPOINTING_ARG, lora_config, run_config
+from bmw.train.config import CHECKPOINTING_ARG, liger_runs, lora_config, run_config
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.train.launch import is_main_process, world_size
 from bmw.train.sft import build_trainer, gathered_state_dict
@@ -164,7 +163,7 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
     # (no attention_mask: the model's attention keeps the documents apart from their position_ids, tuned_attention),
     # Liger's kernels where they run (CUDA and liger-kernel installed), no activation checkpointing.
     tuned = {"packing": True, "packing_strategy": "bfd", "padding_free": True, CHECKPOINTING_ARG: False,
-             "use_liger_kernel": on_gpu and importlib.util.find_spec("liger_kernel") is not None}
+             "use_liger_kernel": liger_runs()}
     args = SFTConfig(
         output_dir=str(out), max_length=spec.seq, per_device_train_batch_size=spec.batch,
         max_steps=spec.warmup + spec.steps, learning_rate=variant.lr, report_to="none",
