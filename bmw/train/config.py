@@ -29,6 +29,9 @@ POSITION_MASKED_ATTENTION = ("sdpa", "flex_attention", "eager")
 # only gradient_checkpointing.
 CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing" in SFTConfig.__dataclass_fields__
                      else "gradient_checkpointing")
+# torchao's float8 recipes (bmw.train.float8); `train.fp8` takes the first: tensorwise scaling runs cuBLAS's FP8
+# kernel, torchao's fastest; rowwise (a scale per row, more accurate, a slower kernel) is for `bmw bench model`
+FP8_RECIPES = ("tensorwise", "rowwise")
 
 
 def liger_runs() -> bool:

@@ -1,0 +1,112 @@
+"""FP8 matmuls for training (`train.fp8`): the decoder's linears through torchao's float8 training.
+
+Each GEMM casts its operands to float8 with scales computed from the tensors at hand (dynamic scaling) and returns
+the input's dtype; the weights stay the parameters they were, in their dtype, so checkpoints and the saved variant
+hold the usual tensors under the usual names. Converted: for LoRA the frozen base layers PEFT wraps, never the
+adapters (rank 16 is below the 16-wide alignment FP8 GEMMs need, and they are trainable fp32 masters); for full
+fine-tuning every decoder linear. Never the LM head: its logits feed the loss directly.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from peft import PeftModel
+from torch import nn
+from torchao.float8 import Float8LinearConfig
+from torchao.float8.config import CastConfig
+from torchao.float8.float8_linear import Float8Linear
+from torchao.float8.float8_linear_utils import swap_linear_layers
+from torchao.float8.float8_scaling_utils import get_maybe_axiswise_dim, hp_tensor_to_float8_dynamic
+from torchao.float8.float8_training_tensor import GemmInputRole, LinearMMConfig
+
+from bmw.train.config import FP8_RECIPES
+
+log = logging.getLogger(__name__)
+
+ALIGNMENT = 16  # torch._scaled_mm needs both dimensions of a weight divisible by 16
+
+
+def _cast(t: torch.Tensor, cast: CastConfig, config: Float8LinearConfig, mm: LinearMMConfig, role: GemmInputRole,
+          axis: int):
+    """`t` as a Float8TrainingTensor, scaled per tensor or (rowwise) along `axis`, as torchao casts it."""
+    return hp_tensor_to_float8_dynamic(t, cast.target_dtype, mm, gemm_input_role=role,
+                                       scaling_granularity=cast.scaling_granularity,
+                                       axiswise_dim=get_maybe_axiswise_dim(axis, cast.scaling_granularity),
+                                       round_scales_to_power_of_2=config.round_scales_to_power_of_2)
+
+
+class _FrozenWeightMatmul(torch.autograd.Function):
+    """x @ weightᵀ in FP8 whose backward gives the input's gradient only: two of torchao's three GEMMs, and the
+    input is not kept for a weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, config: Float8LinearConfig, mm: LinearMMConfig):
+        ctx.save_for_backward(weight)
+        ctx.config, ctx.mm = config, mm
+        rows = x.reshape(-1, x.shape[-1])
+        out = torch.mm(_cast(rows, config.cast_config_input, config, mm, GemmInputRole.INPUT, -1),
+                       _cast(weight.t(), config.cast_config_weight, config, mm, GemmInputRole.WEIGHT, 0))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        config, mm = ctx.config, ctx.mm
+        rows = grad.reshape(-1, grad.shape[-1])
+        grad_x = torch.mm(_cast(rows, config.cast_config_grad_output, config, mm, GemmInputRole.GRAD_OUTPUT, -1),
+                          _cast(weight.t(), config.cast_config_weight_for_grad_input, config, mm,
+                                GemmInputRole.WEIGHT, -1).t())
+        return grad_x.reshape(*grad.shape[:-1], grad_x.shape[-1]), None, None, None
+
+
+class FrozenWeightFloat8Linear(Float8Linear):
+    """torchao's Float8Linear, but a frozen weight gets no gradient computed. torchao's backward computes the
+    weight's gradient whether it is wanted or not (autograd then drops it): for LoRA's base layers a third of the
+    FP8 GEMM work, and the input kept for it, for nothing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight.requires_grad:
+            return super().forward(x)
+        # autocast's dtype for the device at hand (torchao's own forward reads the CUDA one only)
+        if torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))
+        out = _FrozenWeightMatmul.apply(x, self.weight, self.config, self.linear_mm_config)
+        return out if self.bias is None else out + self.bias.to(out.dtype)
+
+
+def fp8_eligible(model: nn.Module):
+    """The filter of the linears `convert_linears` converts in `model` (module, dotted name) -> bool: a PeftModel's
+    LoRA base layers, else every linear but the LM head; either with both dimensions divisible by ALIGNMENT."""
+    head = model.get_output_embeddings()
+    lora = isinstance(model, PeftModel)
+
+    def eligible(module: nn.Module, name: str) -> bool:
+        aligned = all(d % ALIGNMENT == 0 for d in module.weight.shape)
+        fresh = not isinstance(module, Float8Linear)  # a second build_trainer on the model converts nothing again
+        return aligned and fresh and module is not head and (name.endswith(".base_layer") or not lora)
+
+    return eligible
+
+
+def convert_linears(model: nn.Module, recipe: str = FP8_RECIPES[0]) -> list[str]:
+    """Swap `model`'s eligible linears (fp8_eligible) for FP8 ones in place, sharing their parameters; returns their
+    names. `recipe`: torchao's tensorwise (one scale per tensor, cuBLAS's kernel, its fastest) or rowwise (a scale
+    per row: more accurate, a slower kernel)."""
+    if recipe not in FP8_RECIPES:
+        raise ValueError(f"FP8 recipe {recipe!r}: expected one of {', '.join(FP8_RECIPES)}")
+    config = Float8LinearConfig.from_recipe_name(recipe)
+    eligible, converted = fp8_eligible(model), []
+
+    def pick(module: nn.Module, name: str) -> bool:
+        if eligible(module, name):
+            converted.append(name)
+            return True
+        return False
+
+    # torchao's convert_to_float8_training always builds its own Float8Linear: its swap helper takes the class
+    swap_linear_layers(model, lambda linear: FrozenWeightFloat8Linear.from_float(linear, config=config),
+                       module_filter_fn=pick)
+    log.info("train.fp8: %d linears run FP8 GEMMs (torchao %s scaling)", len(converted), recipe)
+    return converted
