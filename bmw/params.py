@@ -266,6 +266,9 @@ class TrainParams(Strict):
     save_total_limit: int = Field(2, ge=1)
     early_stopping_patience: int = Field(3, ge=1)
     gradient_checkpointing: bool = False
+    # FP8 GEMMs for the decoder's linears (torchao float8, tensorwise scaling; LoRA: the frozen base weights only).
+    # Off until measured: `bmw bench model --ablate-fp8` (speed) and `--loss-curve` (loss against bf16's noise)
+    fp8: bool = False
     # Several GPUs: the train stage relaunches itself under `accelerate launch` (DDP replicates the model,
     # FSDP shards weights, gradients and optimizer states); none, a CPU or a single GPU train in one process.
     distributed: Literal["none", "ddp", "fsdp"] = "none"

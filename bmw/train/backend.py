@@ -21,14 +21,15 @@ def unsloth_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("unsloth") is not None
 
 
-def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool = False) -> Backend:
+def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool = False, fp8: bool = False) -> Backend:
     """`auto` and `transformers`: transformers + PEFT + TRL, the path `bmw bench model` measures
     (docs/benchmarks.md); Unsloth has not been run or measured here, so it trains only when asked for
     (`train.backend: unsloth`, in its own environment: pyproject's `unsloth` extra with constraints-unsloth.txt).
     `weights_on_disk` False: a random base, whose weights Unsloth's loader (it reads the folder) cannot make.
     `packing`: packed batches train on transformers alone, whose attention `config.ensure_packing_safe` can vouch
     for; Unsloth swaps in attention kernels of its own, which keep packed examples apart only when fed by its own
-    trainer's collator, and which the model's `_attn_implementation` does not name."""
+    trainer's collator, and which the model's `_attn_implementation` does not name. `fp8`: FP8 linears
+    (bmw.train.float8) replace transformers' modules, which Unsloth's kernels bypass."""
     if requested not in ("auto", "transformers", "unsloth"):
         raise ValueError(f"train.backend: unknown backend {requested!r}; expected auto, transformers or unsloth")
     if requested != "unsloth":
@@ -40,6 +41,10 @@ def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool 
         raise RuntimeError("train.packing: true with train.backend: unsloth: its attention kernels are not the "
                            "model's attention implementation, and nothing here can check that they keep packed "
                            "examples apart; use train.backend: auto or transformers, or train.packing: false")
+    if fp8:
+        raise RuntimeError("train.fp8: true with train.backend: unsloth: Unsloth's LoRA kernels read the base weights "
+                           "themselves, past the FP8 linears; use train.backend: auto or transformers, or train.fp8: "
+                           "false")
     if not unsloth_available():
         raise RuntimeError(
             "train.backend: unsloth needs a CUDA GPU and the unsloth package, in an environment of its own "
@@ -47,6 +52,23 @@ def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool 
             "or transformers here"
         )
     return "unsloth"
+
+
+def check_fp8(device: torch.device) -> None:
+    """`train.fp8` needs torchao and FP8 GEMMs (torch._scaled_mm) on `device`: a CUDA GPU of compute capability 8.9
+    or more (Ada, Hopper, Blackwell) or a CPU (torch 2.13's CPU build runs them). Raises, naming train.fp8, where
+    either is missing: at stage start, not at the first step."""
+    if importlib.util.find_spec("torchao") is None:
+        raise RuntimeError("train.fp8: true needs torchao, a dependency of the project (pip install -c "
+                           "constraints.txt -e .); or set train.fp8: false")
+    probe = torch.zeros(16, 16, device=device).to(torch.float8_e4m3fn)
+    one = torch.ones((), device=device)
+    try:
+        torch._scaled_mm(probe, probe.t(), one, one, out_dtype=torch.bfloat16)
+    except (RuntimeError, NotImplementedError) as e:
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+        raise RuntimeError(f"train.fp8: true needs FP8 matmuls, which {where} cannot run "
+                           f"({str(e).splitlines()[0]}); set train.fp8: false") from None
 
 
 def linear_layer_names(model: nn.Module) -> list[str]:

@@ -80,7 +80,8 @@ class RunConfig:
     `args`: TRL's arguments; `peft`: the LoRA adapter to add (None: full fine-tuning, or the model carries one);
     `patience`: evaluations without improvement before stopping (None: no early stopping); `packed_attention`: the
     attention packed batches are trained with (None: the model's own); `dtype`: the weights' dtype, the one the
-    variant is saved in (`args.bf16` says whether the matmuls run in bfloat16 over them); `logits_loss`: the loss
+    variant is saved in (`args.bf16` says whether the matmuls run in bfloat16 over them); `fp8`: the torchao float8
+    recipe the decoder's linears train with (bmw.train.float8; None: no FP8); `logits_loss`: the loss
     from the model's whole logits instead of TRL's chunked LM head (bmw.train.sft.LogitsLossSFTTrainer: where there
     is no GPU, so no Triton for TRL's kernels); `mask_empty_think`: leave the chat template's empty think block out
     of the loss (bmw.models.thinking).
@@ -91,6 +92,7 @@ class RunConfig:
     patience: int | None
     packed_attention: str | None
     dtype: str
+    fp8: str | None = None
     logits_loss: bool = False
     mask_empty_think: bool = False
 
@@ -103,6 +105,7 @@ def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint
         patience=train.early_stopping_patience,
         packed_attention=packed_attention(train),
         dtype=dtype,
+        fp8=FP8_RECIPES[0] if train.fp8 else None,
         logits_loss=not torch.cuda.is_available(),
         mask_empty_think=train.mask_empty_think,
     )

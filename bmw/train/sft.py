@@ -87,7 +87,8 @@ def build_trainer(
     callbacks: Sequence[TrainerCallback] = (),
 ) -> SFTTrainer:
     """TRL's SFTTrainer for `config` (config.logits_loss: with the loss from the logits); the LoRA adapter is
-    added unless `model` already carries one; config.mask_empty_think: the empty think block out of the labels."""
+    added unless `model` already carries one; config.mask_empty_think: the empty think block out of the labels;
+    config.fp8: the decoder's linears swapped for FP8 ones (bmw.train.float8)."""
     if config.args.packing:
         ensure_packing_safe(model, config.packed_attention)
     stopping = [EarlyStoppingCallback(early_stopping_patience=config.patience)] if config.patience else []
@@ -109,6 +110,12 @@ def build_trainer(
         set_fused_updates(trainer.model, enabled=True)
         if trainer.args.bf16:
             set_adapter_input_casts(trainer.model, enabled=False)
+    if config.fp8:
+        # after PEFT added its layers (their base layers are what LoRA converts), before the Trainer wraps the model
+        # (DDP, FSDP) in train(); torchao is imported only here: it takes a second and warns on CPU builds
+        from bmw.train.float8 import convert_linears
+
+        convert_linears(trainer.model, config.fp8)
     return trainer
 
 

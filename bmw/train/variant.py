@@ -10,14 +10,14 @@ from pathlib import Path
 from peft import PeftModel
 
 from bmw.io import atomic_dir, sha256_bytes, write_json
-from bmw.models.base import BASE_DIR, compute_dtype, load_base
+from bmw.models.base import BASE_DIR, compute_dtype, load_base, model_device
 from bmw.models.identity import base_identity
 from bmw.models.plan import PLANS_DIR, load_plan, plan_path
 from bmw.models.random_base import read_marker
 from bmw.models.surgery import apply_plan, decoder_layers
 from bmw.models.variant import save_variant
 from bmw.params import Params, ParamsError
-from bmw.train.backend import resolve_backend, unsloth_model
+from bmw.train.backend import check_fp8, resolve_backend, unsloth_model
 from bmw.train.checkpoints import run_fingerprint
 from bmw.train.config import optimizer_steps, run_config
 from bmw.train.data import load_chat_split
@@ -63,8 +63,11 @@ def train_variant(
     if plan["type"] != model_type:
         raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
                          f"type {model_type!r}: run the prune stage again")
-    backend = resolve_backend(params.train.backend, weights_on_disk=read_marker(base_dir) is None,
-                              packing=params.train.packing) if variant.method != "none" else "none"
+    if params.train.fp8:  # the baseline's validation loss runs FP8 GEMMs too, as the trained variants' do
+        check_fp8(model_device())
+    backend = "none" if variant.method == "none" else resolve_backend(
+        params.train.backend, weights_on_disk=read_marker(base_dir) is None, packing=params.train.packing,
+        fp8=params.train.fp8)
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
     else:
