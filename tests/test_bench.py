@@ -1,5 +1,5 @@
 """`bmw bench` on the real tiny Qwen3: packing keeps examples apart (the project's and tuned TRL's), the FLOP
-convention, the run order, and the CLI end to end."""
+convention, the run order, the FP8 loss curves, and the CLI end to end."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.image import imread
 from transformers import Qwen3ForCausalLM
 
 from bench.model.cli import main, parse_args, plan_runs, table
+from bench.model.curves import compare
 from bench.model.data import synthetic_dataset
 from bench.model.evals import generation_throughput
 from bench.model.flops import flops_per_token, matmul_params
@@ -101,6 +103,14 @@ def test_synthetic_lengths_are_deterministic_and_bounded():
     assert a["input_ids"] == b["input_ids"]
     lengths = [len(r) for r in a["input_ids"]]
     assert min(lengths) >= 32 and max(lengths) <= 256 and len(set(lengths)) > 10
+    walks = synthetic_dataset(50, 256, 3, 100, seed=1, successors=4)
+    assert walks["input_ids"] == synthetic_dataset(50, 256, 3, 100, seed=1, successors=4)["input_ids"]
+    assert [len(r) for r in walks["input_ids"]] == lengths
+    following: dict[int, set[int]] = {}
+    for row in walks["input_ids"]:
+        for token, after in zip(row, row[1:]):
+            following.setdefault(token, set()).add(after)
+    assert max(len(f) for f in following.values()) <= 4 and min(min(r) for r in walks["input_ids"]) >= 3
 
 
 def test_flop_convention_at_qwen3_8b_shape():
@@ -138,6 +148,21 @@ def test_bmw_bench_runs_the_tiny_shape_on_cpu(tmp_path, capsys):
     assert "tuned/lora/original" in capsys.readouterr().out
 
 
+def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys):
+    out = tmp_path / "curve.json"
+    main(["--shape", "tiny", "--methods", "lora", "--seq", "64", "--batch", "2", "--loss-curve", "5", "--warmup",
+          "1", "--curve-window", "3", "--no-eval", "--out", str(out)])
+    result = json.loads(out.read_text())
+    runs = {r["run"].removeprefix("project/lora/original/auto/bigram"): r for r in result["train"]}
+    assert set(runs) == {"", "/fp8", "/seed1"}
+    assert all(len(r["losses"]) == 5 and r["losses"][-1] == r["final_loss"] for r in runs.values())
+    assert runs["/fp8"]["losses"] != runs[""]["losses"]
+    summary = result["loss_curve"]["lora"]
+    assert summary["window"] == 3 and set(summary["within_noise"]) == {"project/lora/original/auto/bigram/fp8"}
+    assert imread(out.with_suffix(".png")).shape[1] > 600
+    assert "the noise" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("engine", ["project", "hf-static"])
 def test_generation_throughput_times_each_engine(engine):
     tokenizer = load_tiny_tokenizer()
@@ -165,6 +190,38 @@ def test_bench_runs_every_run_without_liger_before_the_first_with_it():
     assert [_attention(r, torch.device("cuda")) for r in tuned[:2]] == ["flex_attention", "sdpa"]
     assert [r.name for r in plan_runs(parse_args(["--methods", "lora", "--no-baseline"]))] == [
         "project/lora/original/auto"]
+
+
+def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs():
+    runs = plan_runs(parse_args(["--methods", "lora,full", "--no-baseline", "--ablate-fp8",
+                                 "--fp8-recipes", "tensorwise,rowwise"]))
+    assert [r.name for r in runs] == [
+        "project/lora/original/auto", "project/full/original/auto",
+        "project/lora/original/auto/fp8", "project/lora/original/auto/fp8-rowwise",
+        "project/full/original/auto/fp8", "project/full/original/auto/fp8-rowwise"]
+    curves = plan_runs(parse_args(["--methods", "lora,full", "--loss-curve", "200", "--warmup", "5", "--profile"]))
+    assert [r.name for r in curves] == [f"project/{m}/original/auto/bigram{s}" for m in ("lora", "full")
+                                        for s in ("", "/fp8", "/seed1")]
+    assert {(r.steps + r.warmup, r.batch, r.bigram, r.profile) for r in curves} == {(200, 2, True, False),
+                                                                                  (200, 1, True, False)}
+    with pytest.raises(SystemExit):
+        parse_args(["--loss-curve", "5", "--warmup", "5"])
+
+
+def test_loss_curves_compare_each_fp8_run_with_the_noise_of_two_bf16_runs():
+    def run(fp8, seed, losses, method="lora"):
+        return {"run": f"{method}/{fp8}/{seed}", "method": method, "fp8": fp8, "seed": seed, "losses": losses}
+
+    runs = [run(None, 0, [5.0, 4.0, 3.0, 2.0]), run("tensorwise", 0, [5.0, 4.1, 3.1, 1.9]),
+            run("rowwise", 0, [5.0, 4.0, 3.4, 2.6]), run(None, 1, [5.2, 3.8, 3.2, 1.8]),
+            run(None, 0, [], "full") | {"error": "OutOfMemoryError: "}]
+    summary = compare(runs, window=3)
+    assert set(summary) == {"lora"}  # the failed run has no curve
+    lora = summary["lora"]
+    assert lora["window"] == 3 and lora["reference"] == "lora/None/0"
+    assert lora["noise"] == pytest.approx(0.2) and lora["mean_loss"]["lora/None/0"] == pytest.approx(3.0)
+    assert lora["mean_abs_diff"]["lora/tensorwise/0"] == pytest.approx(0.1)
+    assert lora["within_noise"] == {"lora/tensorwise/0": True, "lora/rowwise/0": False}
 
 
 def test_the_table_compares_each_run_with_trl_defaults_and_the_faster_peer():

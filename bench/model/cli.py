@@ -14,14 +14,17 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from bench.model.curves import compare, curve_runs, plot
 from bench.model.evals import generation_throughput, perplexity_throughput
 from bench.model.shapes import SHAPES, TYPES, build_model
 from bench.model.train import PEERS, RunSpec, run_training
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_json
+from bmw.train.config import FP8_RECIPES
 from bmw.train.launch import is_main_process, world_size
 
 log = logging.getLogger("bench.model")
@@ -42,14 +45,16 @@ def environment(device: torch.device) -> dict:
 
 
 def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
-    """TRL's defaults, the ablation without Liger, tuned TRL, then each method's fast path, the other attentions and
-    the other model types (LoRA only by default). Liger patches transformers' Qwen3 classes and functions
-    process-wide, so every run without it (TRL's defaults, the ablation) must come before the first run with it
-    (tuned TRL and the project's runs, on CUDA)."""
+    """TRL's defaults, the ablation without Liger, tuned TRL, then each method's fast path, the other attentions,
+    the other model types (LoRA only by default) and the FP8 runs. Liger patches transformers' Qwen3 classes and
+    functions process-wide, so every run without it (TRL's defaults, the ablation) must come before the first run
+    with it (tuned TRL and the project's runs, on CUDA). `--loss-curve`: the loss-curve runs instead (curves.py)."""
     common = {m: {"method": m, "shape": a.shape, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
                   "batch": a.full_batch if m == "full" else a.batch} for m in a.methods}
     project = {m: {**common[m], "mode": "project", "distributed": a.distributed.get(m, "none"), "save": a.save}
                for m in a.methods}
+    if a.loss_curve:
+        return curve_runs([RunSpec(attn=a.attn[0], **project[m]) for m in a.methods], a.loss_curve, a.fp8_recipes)
     runs = [RunSpec(mode="defaults", profile=a.profile, **common[m]) for m in a.methods if "defaults" in a.baselines]
     if a.ablate_liger:
         runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
@@ -65,6 +70,8 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
     runs += [RunSpec(attn=attn, **project[m]) for m in a.methods for attn in a.attn[1:]]
     runs += [RunSpec(type=t, attn=a.attn[0], **project[m])
              for m in a.methods if m in a.type_methods for t in a.types if t != "original"]
+    if a.ablate_fp8:
+        runs += [RunSpec(attn=a.attn[0], fp8=r, **project[m]) for m in a.methods for r in a.fp8_recipes]
     return runs
 
 
@@ -90,6 +97,11 @@ def table(results: dict) -> str:
         lines.append(f"{'eval/' + name:<40} {e.get('tokens_per_s', 0):>10.0f} {e.get('seconds', 0):>6.1f}s "
                      f"{e.get('error', '')[:40]}")
     lines += [f"{name:<40} skipped (--budget-s)" for name in results.get("skipped", [])]
+    for s in results.get("loss_curve", {}).values():
+        noise = "failed" if s["noise"] is None else f"{s['noise']:.4f}"
+        lines += [f"{name:<40} mean |loss - bf16's| {s['mean_abs_diff'][name]:.4f}, bf16 reseeded {noise} "
+                  f"(last {s['window']} steps): {'within' if within else 'outside'} the noise"
+                  for name, within in s["within_noise"].items()]
     return "\n".join(lines)
 
 
@@ -155,6 +167,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also run the project's path with TRL's chunked LM-head loss (on a CPU it uses the logits')")
     p.add_argument("--ablate-fused", action="store_true",
                    help="also run the LoRA fast path with PEFT's own update (scale and add outside the GEMM)")
+    p.add_argument("--ablate-fp8", action="store_true",
+                   help="also run the project's path with FP8 linears (train.fp8), once per --fp8-recipes")
+    p.add_argument("--fp8-recipes", type=_csv(FP8_RECIPES), default=[FP8_RECIPES[0]],
+                   help="torchao float8 recipe(s) of the FP8 runs (train.fp8 uses tensorwise)")
+    p.add_argument("--loss-curve", type=int, default=0, metavar="N",
+                   help="instead of the timing runs: N steps per method on bigram data in bf16, with FP8 and in bf16 "
+                        "reseeded (the noise), every step's loss in the JSON and a PNG beside it")
+    p.add_argument("--curve-window", type=int, default=50, help="last steps the loss curves are compared over")
     p.add_argument("--distributed", type=_strategies, default={},
                    help="under accelerate launch: train.distributed per method, e.g. lora=ddp,full=fsdp")
     p.add_argument("--save", action="store_true",
@@ -185,6 +205,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     a = p.parse_args(argv)
     if a.seq < 16 or a.steps < 1 or a.warmup < 1:
         p.error("--seq must be >= 16, --steps and --warmup >= 1")
+    if a.loss_curve and (a.loss_curve <= a.warmup or a.curve_window < 1):
+        p.error("--loss-curve must exceed --warmup (the steps of a curve include them), --curve-window be >= 1")
     return a
 
 
@@ -208,8 +230,12 @@ def main(argv: list[str] | None = None) -> None:
         results["train"].append(run_training(spec, device))
         log.info("done %s: %s", spec.name, results["train"][-1])
     results["wall_s"] = round(time.perf_counter() - began, 1)
+    if a.loss_curve:
+        results["loss_curve"] = compare(results["train"], a.curve_window)
     if is_main_process():
         write_json(a.out, results)
+        if a.loss_curve:
+            plot(results["train"], results["loss_curve"], Path(a.out).with_suffix(".png"))
         print(table(results))
 
 

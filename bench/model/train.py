@@ -22,7 +22,7 @@ from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.models.base import compute_dtype
 from bmw.models.variant import save_variant
 from bmw.params import TrainParams, VariantParams
-from bmw.train.config import CHECKPOINTING_ARG, liger_runs, lora_config, run_config
+from bmw.train.config import CHECKPOINTING_ARG, FP8_RECIPES, liger_runs, lora_config, run_config
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.train.launch import is_main_process, world_size
 from bmw.train.sft import build_trainer, gathered_state_dict
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 
 PEERS = ("defaults", "tuned")  # the modes of the baselines: the peers a user would pick instead of the project
+# The loss curves' data: walks over 256 token ids with 4 next tokens each, learnt in phases, from the vocabulary
+# (ln 151,936 = 11.9 at Qwen3-8B's) to these ids (ln 256 = 5.5) to the table (towards ln 4 = 1.4)
+BIGRAM_TOKENS, BIGRAM_SUCCESSORS = 256, 4
 
 
 def tuned_attention(device: torch.device) -> str:
@@ -63,6 +66,9 @@ class RunSpec:
     distributed: str = "none"  # project runs under `accelerate launch`: train.distributed (ddp | fsdp)
     save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
     chunked_loss: bool = False  # project runs on a CPU: True keeps TRL's chunked LM-head loss (the ablation)
+    fp8: str | None = None  # project runs: the torchao float8 recipe of the decoder's linears (train.fp8: tensorwise)
+    seed: int = 0  # project runs: the trainer's seed (data order; LoRA's adapter initialisation)
+    bigram: bool = False  # train on bigram walks, which have something to learn (loss curves), not uniform tokens
 
     @property
     def name(self) -> str:
@@ -71,7 +77,9 @@ class RunSpec:
         return (f"project/{self.method}/{self.type}/{self.attn}" + ("" if self.liger else "/no-liger")
                 + ("/adapter-casts" if self.adapter_casts else "") + ("/unfused" if self.unfused else "")
                 + ("" if self.distributed == "none" else f"/{self.distributed}")
-                + ("/chunked-loss" if self.chunked_loss else ""))
+                + ("/chunked-loss" if self.chunked_loss else "") + ("/bigram" if self.bigram else "")
+                + {None: "", FP8_RECIPES[0]: "/fp8"}.get(self.fp8, f"/fp8-{self.fp8}")
+                + (f"/seed{self.seed}" if self.seed else ""))
 
 
 class StepProfiler(TrainerCallback):
@@ -141,7 +149,8 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
             distributed=spec.distributed,
         )
         dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
-        config = run_config(train, variant, 0, out, dtype, compute_dtype(dtype, "auto"))
+        config = run_config(train, variant, spec.seed, out, dtype, compute_dtype(dtype, "auto"))
+        config.fp8 = spec.fp8
         # A fixed number of timed steps instead of epochs, and none of the pipeline's evaluation, checkpointing and
         # early stopping: the bench times optimizer steps.
         args = config.args
@@ -194,7 +203,9 @@ def run_training(spec: RunSpec, device: torch.device) -> dict:
     """Time `spec` and return its figures (tokens/s, MFU, peak memory) or, if it failed, the error."""
     tokenizer = load_tiny_tokenizer()
     total = spec.warmup + spec.steps
-    dataset = synthetic_dataset(total * spec.batch * 6, spec.seq, 3, len(tokenizer), seed=0)
+    rows = total * spec.batch * 6
+    dataset = (synthetic_dataset(rows, spec.seq, 3, 3 + BIGRAM_TOKENS, seed=0, successors=BIGRAM_SUCCESSORS)
+               if spec.bigram else synthetic_dataset(rows, spec.seq, 3, len(tokenizer), seed=0))
     s_eff = effective_context([len(r) for r in dataset["input_ids"]])
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -228,6 +239,8 @@ def run_training(spec: RunSpec, device: torch.device) -> dict:
                 "liger": bool(args.use_liger_kernel), "optim": getattr(args.optim, "value", str(args.optim)),
                 "bf16": bool(args.bf16),
                 "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
+                # every logged loss: every step's for the project's runs (logging_steps=1, bmw.train.config)
+                "losses": [e["loss"] for e in trainer.state.log_history if "loss" in e],
             })
             if device.type == "cuda":
                 result["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
