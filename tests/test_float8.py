@@ -146,10 +146,9 @@ def project(tmp_path_factory) -> Path:
 def run_stage(project: Path, name: str, fp8: bool) -> tuple[dict, Path]:
     params = parse_params({**PARAMS, "train": {**PARAMS["train"], "fp8": fp8}})
     tag = f"{name}_fp8" if fp8 else name
-    out = project / "models" / "variants" / tag
-    run = train_variant(name, params, out, project / "metrics" / "train" / tag, project / "models" / "checkpoints" / tag,
-                        base_dir=project / "models" / "base", plans_dir=project / "models" / "plans",
-                        data_dir=project / "data" / "processed")
+    out, models = project / "models" / "variants" / tag, project / "models"
+    run = train_variant(name, params, out, project / "metrics" / "train" / tag, models / "checkpoints" / tag,
+                        base_dir=models / "base", plans_dir=models / "plans", data_dir=project / "data" / "processed")
     return run, out
 
 

@@ -3,8 +3,9 @@
 Each GEMM casts its operands to float8 with scales computed from the tensors at hand (dynamic scaling) and returns
 the input's dtype; the weights stay the parameters they were, in their dtype, so checkpoints and the saved variant
 hold the usual tensors under the usual names. Converted: for LoRA the frozen base layers PEFT wraps, never the
-adapters (rank 16 is below the 16-wide alignment FP8 GEMMs need, and they are trainable fp32 masters); for full
-fine-tuning every decoder linear. Never the LM head: its logits feed the loss directly.
+adapters (a rank-16 GEMM is memory-bound: casting its full-width input costs more than FP8 saves; and they are the
+trained fp32 masters); for full fine-tuning every decoder linear. Never the LM head: its logits feed the loss
+directly.
 """
 
 from __future__ import annotations
