@@ -57,7 +57,7 @@ OUT_OF_RANGE: dict[str, Any] = {
     "train.warmup_ratio": 1, "train.weight_decay": -0.1, "train.scheduler": "step", "train.assistant_only_loss": None,
     "train.mask_empty_think": None,
     "train.packing": None, "train.eval_steps": 0, "train.save_total_limit": 0, "train.early_stopping_patience": 0,
-    "train.gradient_checkpointing": None, "train.distributed": "zero3", "train.gpus": -1,
+    "train.gradient_checkpointing": None, "train.fp8": None, "train.distributed": "zero3", "train.gpus": -1,
     "eval.window": 4, "eval.stride": 0, "eval.se_samples": 1, "eval.se_prompts": 0, "eval.se_clustering": "kmeans",
     "eval.se_threshold": 0, "eval.nli_model": None, "eval.max_new_tokens": 0, "eval.temperature": 0,
     "eval.top_p": 1.5, "eval.enable_thinking": [], "eval.batch_size": 0, "eval.generation_batch_size": 0,
