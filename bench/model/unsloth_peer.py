@@ -70,19 +70,19 @@ def run_unsloth(spec: RunSpec, python: str, site: str, timeout: float | None) ->
         out = Path(tmp) / "row.json"
         command = [python, "-m", "bench.model.unsloth_run", "--spec", json.dumps(asdict(spec)), "--out", str(out)]
         # a session of its own, killed whole at the end: compile workers left behind would hold the pipe open
-        child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True, errors="replace", start_new_session=True)
-        reader = threading.Thread(target=_tee, args=(child.stdout, kept), daemon=True)
-        reader.start()
-        try:
-            child.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        with contextlib.suppress(ProcessLookupError):  # what is left of its session: compile workers, or all of it
-            os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
-        reader.join(timeout=10)
+        with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace", start_new_session=True) as child:
+            reader = threading.Thread(target=_tee, args=(child.stdout, kept), daemon=True)
+            reader.start()
+            try:
+                child.wait(timeout=timeout)
+                timed_out = False
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            with contextlib.suppress(ProcessLookupError):  # what is left of its session, or all of it
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+            reader.join(timeout=10)
         output = "".join(kept)
         if child.returncode == 0 and out.is_file():
             found = json.loads(out.read_text())
