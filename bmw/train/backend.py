@@ -84,15 +84,19 @@ def unsloth_model(
     """The base through Unsloth's fast loader, the plan applied, and for LoRA Unsloth's adapter on all linears.
 
     Needs CUDA and the `unsloth` extra: not exercised on CPU hosts (resolve_backend refuses it there).
+    `train.gradient_checkpointing` picks Unsloth's own (offloaded) checkpointing or none, at the load too: there
+    full fine-tuning sets it up, and its default is on.
     """
     from unsloth import FastLanguageModel
 
+    checkpointing = "unsloth" if train.gradient_checkpointing else False
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(base_dir),
         max_seq_length=train.max_length,
         dtype=getattr(torch, dtype),
         load_in_4bit=False,
         full_finetuning=variant.method == "full",
+        use_gradient_checkpointing=checkpointing,
     )
     model = apply_plan(model, plan)
     if variant.method == "lora":
@@ -102,7 +106,7 @@ def unsloth_model(
             lora_alpha=variant.alpha,
             lora_dropout=variant.dropout,
             target_modules=linear_layer_names(model),
-            use_gradient_checkpointing="unsloth" if train.gradient_checkpointing else False,
+            use_gradient_checkpointing=checkpointing,
             random_state=seed,
         )
     return model, tokenizer
