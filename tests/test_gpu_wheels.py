@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("gpu_wheels", ROOT / "scripts" / "gpu_wheels.py")
@@ -40,9 +41,19 @@ def test_the_projects_roots_leave_out_what_the_gpu_machine_does_not_run():
     names = {r.name for r in gpu_wheels.roots()}
     assert {"dvc", "dvclive", "trl", "datasets", "pydantic", "liger-kernel", "scrapy"} <= names
     assert not names & {"lm-eval", "dvc-s3", "unsloth"}
-    unsloth = gpu_wheels.ENVS["unsloth"]
-    assert {r.name for r in gpu_wheels.roots(extras=unsloth.extras)} == names | {"unsloth"}
-    assert unsloth.base == "project" and unsloth.prefix == ".whlu" and str(unsloth.target) == "/tmp/site-unsloth"
+
+
+def test_the_bench_and_unsloth_sets_start_from_what_the_bench_imports():
+    """The bench's set: the project's dependencies the bench imports and Liger, none of the pipeline's (DVC,
+    Scrapy, ...), so it travels in one device call; Unsloth's: the same with the unsloth extra, over the bench's."""
+    bench, unsloth = gpu_wheels.ENVS["bench"], gpu_wheels.ENVS["unsloth"]
+    names = {r.name for r in gpu_wheels.roots(extras=bench.extras, only=bench.only)}
+    assert {"transformers", "trl", "peft", "datasets", "pydantic", "torchao", "liger-kernel"} <= names
+    assert not names & {"dvc", "dvclive", "scrapy", "pypdf", "sentence-transformers", "unsloth"}
+    assert {canonicalize_name(n) for n in bench.only} <= {canonicalize_name(r.name) for r in gpu_wheels.roots()}
+    assert {r.name for r in gpu_wheels.roots(extras=unsloth.extras, only=unsloth.only)} == names | {"unsloth"}
+    assert unsloth.base == "bench" and unsloth.prefix == ".whlu" and str(unsloth.target) == "/tmp/site-unsloth"
+    assert bench.prefix == ".whlb" and str(bench.target) == "/tmp/site-bench"
 
 
 def test_a_layered_set_carries_what_the_base_lacks_or_has_at_another_version():

@@ -4,7 +4,7 @@ environment first on its path; its row comes back, or one that records exactly w
 Unsloth cannot share the bench's process: it patches transformers, PEFT and TRL for the whole process when imported,
 and it pins older ones (transformers 5.17, trl 1.15, datasets 4.8.5: constraints-unsloth.txt) than the project's.
 On the GPU machine its wheels (`scripts/gpu_wheels.py collect --env unsloth`: .whlu1, .whlu2) install into
-/tmp/site-unsloth, layered over the project's /tmp/site: the child runs with PYTHONPATH=/tmp/site-unsloth:<the
+/tmp/site-unsloth, layered over the bench's /tmp/site-bench: the child runs with PYTHONPATH=/tmp/site-unsloth:<the
 bench's own PYTHONPATH>, from the repository root.
 """
 
