@@ -2,3 +2,5 @@
 
 They sit beside the product package, not in it: editing a benchmark re-runs no stage.
 """
+
+import bmw  # noqa: F401  first, for its quieting of torchao's import-time warnings (bmw/__init__.py)
