@@ -109,7 +109,8 @@ def roots(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = (
     project = tomllib.loads(pyproject.read_text())["project"]
     reqs = [Requirement(r) for r in project["dependencies"]]
     if only:
-        reqs = [r for r in reqs if canonicalize_name(r.name) in {canonicalize_name(n) for n in only}]
+        kept = {canonicalize_name(n) for n in only}
+        reqs = [r for r in reqs if canonicalize_name(r.name) in kept]
     reqs += [Requirement(r) for e in extras for r in project["optional-dependencies"][e]]
     return [r for r in reqs if canonicalize_name(r.name) not in SKIP]
 
@@ -343,7 +344,7 @@ def install(root: Path, target: Path, prefix: str = ".whl", below: tuple[Path, .
     unready = [str(site) for site in below if not (site / STAMP).is_file()]
     if unready:
         raise SystemExit(f"{', '.join(unready)}: nothing installed there yet; install the set this one is layered "
-                         f"over first (gpu_wheels.py install)")
+                         f"over first (gpu_wheels.py install --env <that set>)")
     text = manifests.pop()
     stamp = target / STAMP
     if stamp.exists() and stamp.read_text() == text:

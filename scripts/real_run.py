@@ -81,7 +81,8 @@ def not_copied(folder: str, names: list[str]) -> set[str]:
     """shutil.copytree's ignore: build outputs at the top level and in .dvc, Python caches everywhere."""
     skipped = {n for n in names if n in ("__pycache__", ".pytest_cache") or n.endswith(".egg-info")}
     if Path(folder) == SOURCE:
-        skipped |= {n for n in names if n in TOP_LEVEL_SKIPPED or re.fullmatch(r"\.whl[bu]?\d*", n)}
+        # every wheel folder, whatever its set (.whl1, .whlb1, .whlu1, ...): .gitignore's /.whl*/
+        skipped |= {n for n in names if n in TOP_LEVEL_SKIPPED or n.startswith(".whl")}
     elif Path(folder) == SOURCE / ".dvc":
         skipped |= {n for n in names if n in ("cache", "tmp")}
     return skipped

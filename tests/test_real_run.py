@@ -74,7 +74,7 @@ def test_a_commands_output_is_split_into_stages_with_their_peaks(tmp_path):
 
 
 def test_the_run_folder_copies_the_code_but_not_outputs_wheels_or_caches():
-    names = ["bmw", "data", "models", "mirror", ".whl3", ".whlu1", ".git", ".venv", "dvc.yaml"]
-    assert real_run.not_copied(str(ROOT), names) == {"data", "models", ".whl3", ".whlu1", ".git", ".venv"}
+    names = ["bmw", "data", "models", "mirror", ".whl3", ".whlb1", ".whlu1", ".git", ".venv", "dvc.yaml"]
+    assert real_run.not_copied(str(ROOT), names) == {"data", "models", ".whl3", ".whlb1", ".whlu1", ".git", ".venv"}
     assert real_run.not_copied(str(ROOT / "bmw"), ["models", "train", "__pycache__"]) == {"__pycache__"}
     assert real_run.not_copied(str(ROOT / ".dvc"), ["config", "cache", "tmp"]) == {"cache", "tmp"}
