@@ -14,6 +14,7 @@ from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.eval.decode import decode
 from bmw.eval.generation import render_prompt, stop_token_ids
 from bmw.models.surgery import apply_plan
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 PROMPTS = ["Hi", "Tell me about: the new BMW iX3 from the plant in Debrecen", "MINI Cooper E range"]
 PLANS = {
@@ -168,3 +169,48 @@ def test_the_step_compiles_as_one_graph(tiny, tok, monkeypatch):
         assert torch.equal(e.tokens, c.tokens)
         torch.testing.assert_close(e.logprobs, c.logprobs, rtol=1e-4, atol=1e-5)
     torch._dynamo.reset()
+
+
+def test_grouped_attention_equals_transformers_sdpa(tiny):
+    """One new token's query heads against their shared key/value heads as they are in the cache give transformers'
+    SDPA attention (which repeats the key/value heads when compiled), masked slots included."""
+    attention = tiny.model.layers[0].self_attn
+    heads, kv_heads = tiny.config.num_attention_heads, tiny.config.num_key_value_heads
+    assert heads > kv_heads  # the tiny model groups its query heads, as Qwen3-8B does (32 on 8)
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(3, heads, 1, 16, generator=g)
+    key, value = (torch.randn(3, kv_heads, 24, 16, generator=g) for _ in range(2))
+    mask = torch.rand(3, 1, 1, 24, generator=g) > 0.3
+    mine, _ = decoding._grouped_sdpa(attention, query, key, value, mask, scaling=0.25)
+    theirs, _ = sdpa_attention_forward(attention, query, key, value, mask, scaling=0.25)
+    groups = heads // kv_heads
+    repeated = torch.nn.functional.scaled_dot_product_attention(
+        query, key.repeat_interleave(groups, 1), value.repeat_interleave(groups, 1), attn_mask=mask, scale=0.25)
+    assert mine.shape == theirs.shape == (3, 1, heads, 16)
+    torch.testing.assert_close(mine, theirs)
+    torch.testing.assert_close(mine, repeated.transpose(1, 2))
+
+
+def test_the_compiled_step_reads_the_cache_without_copying_it(tiny, tok):
+    """In the graph CUDA compiles, every attention takes the cache's key/value heads as they are, the query heads
+    grouped on them, and the model is back on SDPA attention afterwards."""
+    graphs = []
+
+    def capture(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(decoding._forward, backend=capture, fullgraph=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(decoding, "_compiled_forward", compiled)
+        mp.setattr(decoding, "compiles", lambda model: True)
+        run(tiny, tok, left_padded(tok, PROMPTS), 4)
+    torch._dynamo.reset()
+    assert tiny.config._attn_implementation == "sdpa"
+    calls = [n for gm in graphs for n in gm.graph.nodes if "scaled_dot_product_attention" in str(n.target)]
+    assert len(calls) == tiny.config.num_hidden_layers
+    heads, kv_heads = tiny.config.num_attention_heads, tiny.config.num_key_value_heads
+    for call in calls:
+        query, key, value = (a.meta["example_value"].shape for a in call.args[:3])
+        assert query[1:3] == (kv_heads, heads // kv_heads) and key[1] == value[1] == kv_heads
