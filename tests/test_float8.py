@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchao.float8 import Float8LinearConfig
 from torchao.float8.float8_linear import Float8Linear
+from torchao.float8.float8_training_tensor import Float8TrainingTensor
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from bench.model.data import synthetic_dataset
@@ -106,12 +107,13 @@ def test_a_frozen_weight_gets_no_gradient_gemm_and_the_same_numbers_as_torchao(r
     assert torch.equal(weight.grad, reference)
 
 
-def trainer(method: str, fp8: bool, out: Path, steps: int = 4):
+def trainer(method: str, fp8: bool, out: Path, steps: int = 4, packing: bool = False):
     """The project's trainer (build_trainer) on the tiny model for `steps` optimizer steps, no evaluation."""
     tokenizer = load_tiny_tokenizer()
     data = synthetic_dataset(steps * 2, 64, 3, len(tokenizer), seed=0)
     variant = VariantParams(method=method, lr=1e-3 if method == "full" else 1e-2, r=4, alpha=8)
-    train = TrainParams(backend="transformers", max_length=64, batch_size=2, warmup_ratio=0.0, fp8=fp8)
+    train = TrainParams(backend="transformers", max_length=64, batch_size=2, warmup_ratio=0.0, fp8=fp8,
+                        packing=packing)
     config = run_config(train, variant, 0, out, "float32")
     config.args.max_steps = steps
     config.args.eval_strategy, config.args.save_strategy = IntervalStrategy.NO, SaveStrategy.NO
@@ -121,6 +123,33 @@ def trainer(method: str, fp8: bool, out: Path, steps: int = 4):
 
 def losses(t) -> list[float]:
     return [e["loss"] for e in t.state.log_history if "loss" in e]
+
+
+class Float8MatmulShapes(TorchDispatchMode):
+    """The operand shapes of every matmul of float8 tensors (torchao runs each as one torch._scaled_mm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ == "mm" and all(isinstance(a, Float8TrainingTensor) for a in args):
+            self.shapes.append((*args[0].shape, *args[1].shape))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_every_fp8_gemm_of_full_fine_tuning_fits_cudas_alignment(tmp_path, packing):
+    """CUDA's FP8 GEMM refuses a dimension that is not a multiple of 16 (an H100 run failed: "Expected trailing
+    dimension of mat1 to be divisible by 16 but got mat1 shape: (4096x4075)"); the CPU's does not check, so this test
+    does. Full fine-tuning's weight gradient multiplies over the batch's tokens: with train.fp8 the collator pads
+    every batch, packed or padded to its longest row, to a multiple of 16 tokens."""
+    t = trainer("full", True, tmp_path, steps=3, packing=packing)
+    batch = next(iter(t.get_train_dataloader()))
+    assert batch["input_ids"].numel() % 16 == 0 and (batch["labels"] == -100).any()
+    with Float8MatmulShapes() as seen:
+        t.train()
+    assert seen.shapes and all(d % 16 == 0 for shape in seen.shapes for d in shape)
 
 
 def test_lora_with_fp8_trains_only_the_adapters_close_to_the_run_without(tmp_path):

@@ -162,11 +162,11 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
         train = TrainParams(
             backend="auto" if spec.attn == "auto" else "transformers", max_length=spec.seq, batch_size=spec.batch,
             packing=True, warmup_ratio=0.0, eval_steps=10**6, gradient_checkpointing=False,
-            distributed=spec.distributed,
+            distributed=spec.distributed, fp8=spec.fp8 is not None,
         )
         dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
         config = run_config(train, variant, spec.seed, out, dtype, compute_dtype(dtype, "auto"))
-        config.fp8 = spec.fp8
+        config.fp8 = spec.fp8  # the recipe: train.fp8 is the first's
         # A fixed number of timed steps instead of epochs, and none of the pipeline's evaluation, checkpointing and
         # early stopping: the bench times optimizer steps.
         args = config.args

@@ -32,6 +32,9 @@ CHECKPOINTING_ARG = ("activation_checkpointing" if "activation_checkpointing" in
 # torchao's float8 recipes (bmw.train.float8); `train.fp8` takes the first: tensorwise scaling runs cuBLAS's FP8
 # kernel, torchao's fastest; rowwise (a scale per row, more accurate, a slower kernel) is for `bmw bench model`
 FP8_RECIPES = ("tensorwise", "rowwise")
+# CUDA's FP8 GEMM (torch._scaled_mm) needs every dimension of its operands divisible by 16: the weights' (the
+# linears that FP8 converts) and, in full fine-tuning's weight gradient, the batch's tokens (the collator pads them)
+FP8_ALIGNMENT = 16
 
 
 def liger_runs() -> bool:
@@ -128,6 +131,7 @@ def sft_config(
         lr_scheduler_type=train.scheduler,
         max_length=train.max_length,
         packing=train.packing,
+        pad_to_multiple_of=FP8_ALIGNMENT if train.fp8 else None,
         # without packing a batch is padded to its longest row: rows of like length batched together pad less
         # (the embedded default's training split: 17% fewer positions than random batches of 8)
         train_sampling_strategy="random" if train.packing else "group_by_length",

@@ -22,11 +22,9 @@ from torchao.float8.float8_linear_utils import swap_linear_layers
 from torchao.float8.float8_scaling_utils import get_maybe_axiswise_dim, hp_tensor_to_float8_dynamic
 from torchao.float8.float8_training_tensor import GemmInputRole, LinearMMConfig
 
-from bmw.train.config import FP8_RECIPES
+from bmw.train.config import FP8_ALIGNMENT, FP8_RECIPES
 
 log = logging.getLogger(__name__)
-
-ALIGNMENT = 16  # torch._scaled_mm needs both dimensions of a weight divisible by 16
 
 
 def _cast(t: torch.Tensor, cast: CastConfig, config: Float8LinearConfig, mm: LinearMMConfig, role: GemmInputRole,
@@ -79,12 +77,12 @@ class FrozenWeightFloat8Linear(Float8Linear):
 
 def fp8_eligible(model: nn.Module):
     """The filter of the linears `convert_linears` converts in `model` (module, dotted name) -> bool: a PeftModel's
-    LoRA base layers, else every linear but the LM head; either with both dimensions divisible by ALIGNMENT."""
+    LoRA base layers, else every linear but the LM head; either with both dimensions divisible by FP8_ALIGNMENT."""
     head = model.get_output_embeddings()
     lora = isinstance(model, PeftModel)
 
     def eligible(module: nn.Module, name: str) -> bool:
-        aligned = all(d % ALIGNMENT == 0 for d in module.weight.shape)
+        aligned = all(d % FP8_ALIGNMENT == 0 for d in module.weight.shape)
         fresh = not isinstance(module, Float8Linear)  # a second build_trainer on the model converts nothing again
         return aligned and fresh and module is not head and (name.endswith(".base_layer") or not lora)
 
