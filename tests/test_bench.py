@@ -169,6 +169,18 @@ def test_generation_throughput_times_each_engine(engine):
     model = build_model("tiny", "original", CPU)[0].eval()
     result = generation_throughput(model, tokenizer, prompts=2, samples=2, new_tokens=3, engine=engine)
     assert result["engine"] == engine and 4 <= result["generated_tokens"] <= 12 and result["seconds"] > 0
+    assert "top_kernels" not in result
+
+
+def test_generation_profile_names_where_the_decoding_time_goes():
+    """`--profile`: one more call of the engine under torch.profiler (CPU time here), its operators ranked."""
+    tokenizer = load_tiny_tokenizer()
+    model = build_model("tiny", "original", CPU)[0].eval()
+    result = generation_throughput(model, tokenizer, prompts=2, samples=2, new_tokens=3, profile=True)
+    kernels = result["top_kernels"]
+    assert kernels and all(k["self_ms"] >= 0 and k["calls"] > 0 for k in kernels)
+    assert [k["self_ms"] for k in kernels] == sorted((k["self_ms"] for k in kernels), reverse=True)
+    assert any("scaled_dot_product_attention" in k["name"] or "mm" in k["name"] for k in kernels)
 
 
 def test_bench_runs_every_run_without_liger_before_the_first_with_it():

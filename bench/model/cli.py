@@ -122,7 +122,8 @@ def run_eval(a: argparse.Namespace, device: torch.device) -> dict:
                                                         vocab=len(tokenizer))}
     for engine in a.gen_engine:
         jobs[f"semantic_entropy_sampling_{engine}"] = lambda engine=engine: generation_throughput(
-            model, tokenizer, prompts=a.se_prompts, samples=a.se_samples, new_tokens=a.new_tokens, engine=engine)
+            model, tokenizer, prompts=a.se_prompts, samples=a.se_samples, new_tokens=a.new_tokens, engine=engine,
+            profile=a.profile)
     for name, job in jobs.items():
         try:
             if device.type == "cuda":
@@ -168,7 +169,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--type-methods", type=_csv(("lora", "full")), default=["lora"],
                    help="methods whose runs are repeated for each of --types")
     p.add_argument("--profile", action="store_true",
-                   help="top kernels of warm-up steps 3-4 of each baseline and fast-path run (needs --warmup >= 5)")
+                   help="top kernels of warm-up steps 3-4 of each baseline and fast-path run (needs --warmup >= 5), "
+                        "and of one more call of each decoding engine")
     p.add_argument("--ablate-liger", action="store_true", help="also run the fast path without Liger's kernels")
     p.add_argument("--ablate-casts", action="store_true",
                    help="also run the LoRA fast path with PEFT's casts of adapter inputs to fp32 (its default)")

@@ -8,6 +8,7 @@ import time
 import torch
 
 from bench.model.flops import flops_per_token, mfu
+from bench.model.profiling import profiler, top_kernels
 from bmw.eval.generation import generate, render_prompt, stop_token_ids
 from bmw.eval.perplexity import token_nlls
 from bmw.params import EvalParams
@@ -36,13 +37,14 @@ def perplexity_throughput(model, *, window: int, docs: int, batch: int, vocab: i
 
 
 def generation_throughput(model, tokenizer, *, prompts: int, samples: int, new_tokens: int,
-                          engine: str = "project") -> dict:
+                          engine: str = "project", profile: bool = False) -> dict:
     """Semantic entropy's sampling step (M samples per prompt, one batch) timed end to end, after a warm-up of the same
     shapes (compilation, CUDA graphs).
 
     `engine`: "project" times the eval's `generate` (bmw.eval.decode's loop, its step compiled on a GPU); "hf-static"
     the comparison baseline, what the eval did before: transformers' `generate` with a static cache (it compiles the
-    decoding step) and every step's logits kept for the sampled tokens' log-probabilities.
+    decoding step) and every step's logits kept for the sampled tokens' log-probabilities. `profile`: the call once
+    more under torch.profiler, after the timed one, and its top kernels (with CUDA graphs, the kernels they replay).
     """
     params = EvalParams(max_new_tokens=new_tokens, generation_batch_size=prompts * samples, se_samples=samples,
                         se_prompts=prompts)
@@ -55,8 +57,14 @@ def generation_throughput(model, tokenizer, *, prompts: int, samples: int, new_t
     tokens = run(model, tokenizer, rendered, params, samples)
     _sync()
     seconds = time.perf_counter() - began
-    return {"prompts": prompts, "samples": samples, "max_new_tokens": new_tokens, "engine": engine,
-            "generated_tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+    found = {"prompts": prompts, "samples": samples, "max_new_tokens": new_tokens, "engine": engine,
+             "generated_tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1)}
+    if profile:
+        with profiler() as prof:
+            run(model, tokenizer, rendered, params, samples)
+            _sync()
+        found["top_kernels"] = top_kernels(prof)
+    return found
 
 
 def _project(model, tokenizer, rendered: list[str], params: EvalParams, samples: int) -> int:

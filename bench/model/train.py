@@ -18,6 +18,7 @@ from trl import SFTConfig, SFTTrainer
 
 from bench.model.data import synthetic_dataset
 from bench.model.flops import effective_context, flops_per_token, matmul_params, mfu
+from bench.model.profiling import profiler, top_kernels
 from bench.model.shapes import build_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.models.base import compute_dtype
@@ -89,11 +90,7 @@ class StepProfiler(TrainerCallback):
     """torch.profiler over warm-up steps 3 and 4 (before the timed steps, so profiling does not slow them)."""
 
     def __init__(self) -> None:
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        if torch.cuda.is_available():
-            activities.append(torch.profiler.ProfilerActivity.CUDA)
-        self.prof = torch.profiler.profile(activities=activities,
-                                           schedule=torch.profiler.schedule(wait=1, warmup=1, active=2, repeat=1))
+        self.prof = profiler(schedule=torch.profiler.schedule(wait=1, warmup=1, active=2, repeat=1))
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.prof.start()
@@ -103,15 +100,6 @@ class StepProfiler(TrainerCallback):
             self.prof.step()
         if state.global_step == 4:
             self.prof.stop()
-
-    def top_kernels(self, rows: int = 15) -> list[dict]:
-        """The kernels and operators with the most device time (CPU time where there is no GPU)."""
-        key = "device_time_total" if torch.cuda.is_available() else "cpu_time_total"
-        events = sorted(self.prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
-        total = sum(getattr(e, "self_" + key) for e in events) or 1
-        return [{"name": e.key[:120], "self_ms": round(getattr(e, "self_" + key) / 1e3, 2),
-                 "self_share": round(getattr(e, "self_" + key) / total, 4), "calls": e.count}
-                for e in sorted(events, key=lambda e: getattr(e, "self_" + key), reverse=True)[:rows]]
 
 
 class StepTimer(TrainerCallback):
@@ -234,14 +222,14 @@ def run_training(spec: RunSpec, device: torch.device, prepare=setup) -> dict:
             trainer, plan = prepare(spec, tokenizer, dataset, Path(out), device)
             timer = StepTimer(spec.warmup, total)
             trainer.add_callback(timer)
-            profiler = StepProfiler() if spec.profile and spec.warmup >= 4 else None
-            if profiler:
-                trainer.add_callback(profiler)
+            step_profiler = StepProfiler() if spec.profile and spec.warmup >= 4 else None
+            if step_profiler:
+                trainer.add_callback(step_profiler)
             trainer.train()
             if spec.save and spec.mode == "project":
                 result |= timed_save(trainer, tokenizer, spec, plan, Path(out) / "variant")
-            if profiler:
-                result["top_kernels"] = profiler.top_kernels()
+            if step_profiler:
+                result["top_kernels"] = top_kernels(step_profiler.prof)
             seconds, tokens = timer.rate()
             gpus = world_size()  # tokens are counted over all processes
             args, trained = trainer.args, trainer.model
