@@ -206,11 +206,12 @@ def test_bench_runs_every_run_without_liger_before_the_first_with_it():
 
 def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs():
     runs = plan_runs(parse_args(["--methods", "lora,full", "--no-baseline", "--ablate-fp8",
-                                 "--fp8-recipes", "tensorwise,rowwise"]))
+                                 "--fp8-recipes", "tensorwise,rowwise", "--profile"]))
     assert [r.name for r in runs] == [
         "project/lora/original/auto", "project/full/original/auto",
         "project/lora/original/auto/fp8", "project/lora/original/auto/fp8-rowwise",
         "project/full/original/auto/fp8", "project/full/original/auto/fp8-rowwise"]
+    assert all(r.profile for r in runs)  # the FP8 runs are profiled like the runs they are measured against
     curves = plan_runs(parse_args(["--methods", "lora,full", "--loss-curve", "200", "--warmup", "5", "--profile"]))
     assert [r.name for r in curves] == [f"project/{m}/original/auto/bigram{s}" for m in ("lora", "full")
                                         for s in ("", "/fp8", "/seed1")]

@@ -79,7 +79,8 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
     runs += [RunSpec(type=t, attn=a.attn[0], **project[m])
              for m in a.methods if m in a.type_methods for t in a.types if t != "original"]
     if a.ablate_fp8:
-        runs += [RunSpec(attn=a.attn[0], fp8=r, **project[m]) for m in a.methods for r in a.fp8_recipes]
+        runs += [RunSpec(attn=a.attn[0], fp8=r, profile=a.profile, **project[m])
+                 for m in a.methods for r in a.fp8_recipes]
     runs += [RunSpec(mode="unsloth", **common[m]) for m in a.methods if "unsloth" in a.baselines]
     return runs
 
@@ -169,8 +170,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--type-methods", type=_csv(("lora", "full")), default=["lora"],
                    help="methods whose runs are repeated for each of --types")
     p.add_argument("--profile", action="store_true",
-                   help="top kernels of warm-up steps 3-4 of each baseline and fast-path run (needs --warmup >= 5), "
-                        "and of one more call of each decoding engine")
+                   help="top kernels of warm-up steps 3-4 of each baseline, fast-path and FP8 run (needs --warmup "
+                        ">= 5), and of one more call of each decoding engine")
     p.add_argument("--ablate-liger", action="store_true", help="also run the fast path without Liger's kernels")
     p.add_argument("--ablate-casts", action="store_true",
                    help="also run the LoRA fast path with PEFT's casts of adapter inputs to fp32 (its default)")
