@@ -18,7 +18,7 @@ from bench.model.data import synthetic_dataset
 from bench.model.evals import generation_throughput
 from bench.model.flops import flops_per_token, matmul_params
 from bench.model.shapes import build_model, default_plan
-from bench.model.train import RunSpec, _attention, make_trainer, tuned_attention
+from bench.model.train import RunSpec, _attention, make_trainer, run_training, tuned_attention
 from bmw.base.tiny import qwen3_8b_config
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
@@ -170,6 +170,17 @@ def test_generation_throughput_times_each_engine(engine):
     result = generation_throughput(model, tokenizer, prompts=2, samples=2, new_tokens=3, engine=engine)
     assert result["engine"] == engine and 4 <= result["generated_tokens"] <= 12 and result["seconds"] > 0
     assert "top_kernels" not in result
+
+
+def test_training_profile_ranks_the_operators_of_two_warmup_steps():
+    """`--profile` on a training run: warm-up steps 3-4 profiled, their operators (CPU here; kernels on a GPU)
+    ranked with shares of one total; the timed steps still timed."""
+    spec = RunSpec(mode="project", method="lora", seq=64, batch=2, steps=1, warmup=5, profile=True)
+    result = run_training(spec, CPU)
+    kernels = result["top_kernels"]
+    assert result["tokens_per_s"] > 0 and kernels and sum(k["self_share"] for k in kernels) <= 1.0
+    assert [k["self_ms"] for k in kernels] == sorted((k["self_ms"] for k in kernels), reverse=True)
+    assert not any(k["name"].startswith("ProfilerStep") for k in kernels)  # step ranges would count time twice
 
 
 def test_generation_profile_names_where_the_decoding_time_goes():

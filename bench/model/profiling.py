@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd import DeviceType
 
 
 def profiler(**kwargs) -> torch.profiler.profile:
@@ -14,10 +15,19 @@ def profiler(**kwargs) -> torch.profiler.profile:
 
 
 def top_kernels(prof: torch.profiler.profile, rows: int = 15) -> list[dict]:
-    """The kernels and operators with the most device time (CPU time where there is no GPU)."""
-    key = "device_time_total" if torch.cuda.is_available() else "cpu_time_total"
-    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key), reverse=True)
-    total = sum(getattr(e, "self_" + key) for e in events) or 1
-    return [{"name": e.key[:120], "self_ms": round(getattr(e, "self_" + key) / 1e3, 2),
-             "self_share": round(getattr(e, "self_" + key) / total, 4), "calls": e.count}
-            for e in sorted(events, key=lambda e: getattr(e, "self_" + key), reverse=True)[:rows]]
+    """The GPU kernels with the most time, each with its share of all kernels' time (with CUDA graphs, the kernels
+    they replay), counted as torch's own device-time total counts them: kernels only, not the ranges that user
+    annotations (the profiler's steps, the optimizer's step) draw on the GPU's timeline over them, nor the operators
+    that launch them. Where there is no GPU, the CPU's operators, the profiler's step ranges left out likewise."""
+    gpu = torch.cuda.is_available()
+    key = "self_device_time_total" if gpu else "self_cpu_time_total"
+
+    def counted(e) -> bool:
+        if gpu:
+            return e.device_type == DeviceType.CUDA and not getattr(e, "is_user_annotation", False)
+        return e.device_type == DeviceType.CPU and not e.key.startswith("ProfilerStep")
+
+    events = sorted((e for e in prof.key_averages() if counted(e)), key=lambda e: getattr(e, key), reverse=True)
+    total = sum(getattr(e, key) for e in events) or 1
+    return [{"name": e.key[:120], "self_ms": round(getattr(e, key) / 1e3, 2),
+             "self_share": round(getattr(e, key) / total, 4), "calls": e.count} for e in events[:rows]]
