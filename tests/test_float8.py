@@ -24,7 +24,7 @@ from bmw.models.surgery import apply_plan
 from bmw.params import TrainParams, VariantParams, parse_params
 from bmw.train import backend
 from bmw.train.config import FP8_RECIPES, lora_config, run_config
-from bmw.train.float8 import FrozenWeightFloat8Linear, convert_linears, fp8_eligible
+from bmw.train.float8 import FrozenWeightFloat8Linear, compiled_fp8_matmul, convert_linears, fp8_eligible, fp8_matmul
 from bmw.train.sft import build_trainer
 from bmw.train.variant import train_variant
 from tests.test_train import LINEAR, PARAMS, PLAN, make_project
@@ -114,6 +114,34 @@ def test_a_frozen_weight_gets_no_gradient_gemm_and_the_same_numbers_as_torchao(r
     weight.grad = None
     fp8_linear(Float8Linear, weight, recipe)(x).backward(grad)
     assert torch.equal(weight.grad, reference)
+
+
+def test_the_compiled_fp8_matmul_is_one_graph_for_every_shape_and_equals_the_eager_one():
+    """CUDA runs the FP8 linears compiled (fullgraph: a graph break would put the eager casts back); inductor
+    compiles for the CPU too, so the very function is checked here: frozen and trainable weights, several layer
+    shapes and token counts, outputs and gradients bit-equal to eager, and no recompilation per shape."""
+    config = Float8LinearConfig.from_recipe_name(FP8_RECIPES[0])
+    torch.manual_seed(0)
+    torch._dynamo.reset()
+    counts = torch._dynamo.utils.counters
+    counts.clear()
+    for trainable in (False, True):
+        for rows, cols, tokens in ((48, 64, 10), (96, 64, 16), (64, 96, 32)):
+            mm = fp8_linear(Float8Linear, nn.Parameter(torch.ones(rows, cols)), FP8_RECIPES[0]).linear_mm_config
+            weight = (torch.randn(rows, cols, dtype=torch.bfloat16) / 8).requires_grad_(trainable)
+            x = torch.randn(2, tokens, cols, dtype=torch.bfloat16)
+            grad = torch.randn(2, tokens, rows, dtype=torch.bfloat16)
+            found = []
+            for matmul in (fp8_matmul, compiled_fp8_matmul):
+                inputs, w = x.clone().requires_grad_(), weight.detach().clone().requires_grad_(trainable)
+                out = matmul(inputs, w, config, mm)
+                out.backward(grad)
+                found.append((out, inputs.grad, w.grad))
+            (out, grad_x, grad_w), (c_out, c_grad_x, c_grad_w) = found
+            assert torch.equal(c_out, out) and torch.equal(c_grad_x, grad_x)
+            assert (grad_w is None) is (not trainable) and (grad_w is None or torch.equal(c_grad_w, grad_w))
+    # one graph per kind of weight (frozen, trainable), whatever the shapes
+    assert counts["stats"]["unique_graphs"] == 2
 
 
 def trainer(method: str, fp8: bool, out: Path, steps: int = 4, packing: bool = False):
