@@ -181,6 +181,11 @@ def test_training_profile_ranks_the_operators_of_two_warmup_steps():
     assert result["tokens_per_s"] > 0 and kernels and sum(k["self_share"] for k in kernels) <= 1.0
     assert [k["self_ms"] for k in kernels] == sorted((k["self_ms"] for k in kernels), reverse=True)
     assert not any(k["name"].startswith("ProfilerStep") for k in kernels)  # step ranges would count time twice
+    # the shares are of every operator's time, which the listed ones (15 at most) do not exceed
+    assert result["kernel_ms_per_step"] * 2 >= 0.99 * sum(k["self_ms"] for k in kernels)
+    listed = sum(k["self_share"] for k in kernels)
+    assert result["kernel_ms_per_step"] * 2 * listed == pytest.approx(sum(k["self_ms"] for k in kernels), rel=0.02)
+    assert result["device_busy"] > 0
 
 
 def test_generation_profile_names_where_the_decoding_time_goes():
@@ -192,6 +197,7 @@ def test_generation_profile_names_where_the_decoding_time_goes():
     assert kernels and all(k["self_ms"] >= 0 and k["calls"] > 0 for k in kernels)
     assert [k["self_ms"] for k in kernels] == sorted((k["self_ms"] for k in kernels), reverse=True)
     assert any("scaled_dot_product_attention" in k["name"] or "mm" in k["name"] for k in kernels)
+    assert result["kernel_ms"] >= sum(k["self_ms"] for k in kernels) and result["device_busy"] > 0
 
 
 def test_bench_runs_every_run_without_liger_before_the_first_with_it():

@@ -8,7 +8,7 @@ import time
 import torch
 
 from bench.model.flops import flops_per_token, mfu
-from bench.model.profiling import profiler, top_kernels
+from bench.model.profiling import kernel_ms, profiler, top_kernels
 from bmw.eval.generation import generate, render_prompt, stop_token_ids
 from bmw.eval.perplexity import token_nlls
 from bmw.params import EvalParams
@@ -63,7 +63,8 @@ def generation_throughput(model, tokenizer, *, prompts: int, samples: int, new_t
         with profiler() as prof:
             run(model, tokenizer, rendered, params, samples)
             _sync()
-        found["top_kernels"] = top_kernels(prof)
+        busy = kernel_ms(prof) / (1e3 * seconds)  # against the timed call's wall time: the profiler slows the host
+        found |= {"top_kernels": top_kernels(prof), "kernel_ms": round(kernel_ms(prof), 1), "device_busy": round(busy, 3)}
     return found
 
 

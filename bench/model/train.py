@@ -18,7 +18,7 @@ from trl import SFTConfig, SFTTrainer
 
 from bench.model.data import synthetic_dataset
 from bench.model.flops import effective_context, flops_per_token, matmul_params, mfu
-from bench.model.profiling import profiler, top_kernels
+from bench.model.profiling import kernel_ms, profiler, top_kernels
 from bench.model.shapes import build_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.models.base import compute_dtype
@@ -89,8 +89,10 @@ class RunSpec:
 class StepProfiler(TrainerCallback):
     """torch.profiler over warm-up steps 3 and 4 (before the timed steps, so profiling does not slow them)."""
 
+    ACTIVE = 2  # steps recorded
+
     def __init__(self) -> None:
-        self.prof = profiler(schedule=torch.profiler.schedule(wait=1, warmup=1, active=2, repeat=1))
+        self.prof = profiler(schedule=torch.profiler.schedule(wait=1, warmup=1, active=self.ACTIVE, repeat=1))
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.prof.start()
@@ -228,9 +230,13 @@ def run_training(spec: RunSpec, device: torch.device, prepare=setup) -> dict:
             trainer.train()
             if spec.save and spec.mode == "project":
                 result |= timed_save(trainer, tokenizer, spec, plan, Path(out) / "variant")
-            if step_profiler:
-                result["top_kernels"] = top_kernels(step_profiler.prof)
             seconds, tokens = timer.rate()
+            if step_profiler:
+                # the profiled warm-up steps' kernel time against a timed step's wall time (the profiler slows the
+                # host, not the kernels)
+                per_step = kernel_ms(step_profiler.prof) / StepProfiler.ACTIVE
+                result |= {"top_kernels": top_kernels(step_profiler.prof), "kernel_ms_per_step": round(per_step, 1),
+                           "device_busy": round(per_step / (1e3 * seconds / spec.steps), 3)}
             gpus = world_size()  # tokens are counted over all processes
             args, trained = trainer.args, trainer.model
             flops = flops_per_token(trained, spec.method, s_eff)
