@@ -171,6 +171,37 @@ def test_the_step_compiles_as_one_graph(tiny, tok, monkeypatch):
     torch._dynamo.reset()
 
 
+def test_reading_only_the_written_cache_changes_nothing(tiny, tok, monkeypatch):
+    """Steps that read the cache only up to the next bucket of new tokens give the tokens and log-probabilities of
+    steps that read it whole, eager and compiled (as CUDA compiles it), greedy and sampled; the compiled forward
+    is traced three times whatever the number of buckets, and reads the first bucket's positions only."""
+    batch = left_padded(tok, PROMPTS)
+    sampled = {"seed": 1, "temperature": 0.7, "top_p": 0.9}
+    whole = [run(tiny, tok, batch, 12, read_bucket=12), run(tiny, tok, batch, 12, read_bucket=12, **sampled)]
+    lengths = []
+
+    def capture(gm, example_inputs):
+        lengths.extend(n.args[1].meta["example_value"].shape[2] for n in gm.graph.nodes
+                       if "scaled_dot_product_attention" in str(n.target))
+        return gm.forward
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(decoding, "_compiled_forward", torch.compile(decoding._forward, backend=capture,
+                                                                     fullgraph=True))
+    for compiled in (False, True):
+        monkeypatch.setattr(decoding, "compiles", lambda model: compiled)
+        torch._dynamo.utils.counters.clear()
+        bucketed = [run(tiny, tok, batch, 12, read_bucket=5), run(tiny, tok, batch, 12, read_bucket=5, **sampled)]
+        for w, b in zip(whole, bucketed):
+            assert torch.equal(w.tokens, b.tokens)
+            torch.testing.assert_close(w.logprobs, b.logprobs, rtol=1e-5, atol=1e-6)
+    torch._dynamo.reset()
+    # the first bucket exact, the second symbolic, the last (the whole cache: a contiguous slice) its own
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3
+    prompt = batch["input_ids"].shape[1]
+    assert lengths[:tiny.config.num_hidden_layers] == [prompt + 5] * tiny.config.num_hidden_layers
+
+
 def test_grouped_attention_equals_transformers_sdpa(tiny):
     """One new token's query heads against their shared key/value heads as they are in the cache give transformers'
     SDPA attention (which repeats the key/value heads when compiled), masked slots included."""

@@ -12,7 +12,8 @@ preallocated for prompt + new tokens and writes at its own position counter (a t
 static address by transformers, advanced in place), the position ids are a (B, 1) tensor, and the 2D attention mask
 has the cache's fixed length: the prompt's left-padding zeros, then ones for every new slot - slots not written yet
 lie in the future of the causal mask (whose query offset is that counter), so the mask never changes within a batch.
-Nothing in the step reads a value back to the host. On CUDA it is compiled with mode="reduce-overhead", so CUDA
+Only the length of cache the attention reads changes, once every READ_BUCKET steps. Nothing in the step reads a
+value back to the host. On CUDA it is compiled with mode="reduce-overhead", so CUDA
 graphs replay a whole forward with one launch; the prefill (run once per batch, its length varies) and the host loop
 stay eager. While it decodes, a model on SDPA attention reads each key/value head once for all the query heads it
 serves (`_grouped_sdpa`), where transformers' compiled SDPA path would copy the cache four times over at Qwen3-8B's
@@ -73,15 +74,19 @@ def _choose(logits: torch.Tensor, finished: torch.Tensor, noise: torch.Tensor | 
     return token, logprob, finished | torch.isin(token, stops)
 
 
-def _forward(model, cache: StaticCache, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor):
-    """One decoding step's forward (the compiled unit): the (B, V) logits of the new tokens."""
+def _forward(model, cache: StaticCache, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
+             attended: int | None = None):
+    """One decoding step's forward (the compiled unit): the (B, V) logits of the new tokens. `attended`: how many
+    of the cache's first positions the step's attention reads (`_grouped_sdpa`); None, all."""
+    extra = {} if attended is None else {"attended": attended}
     return model(input_ids=token[:, None], position_ids=position, attention_mask=mask, past_key_values=cache,
-                 use_cache=True).logits[:, -1]
+                 use_cache=True, **extra).logits[:, -1]
 
 
-def _grouped_sdpa(module, query, key, value, attention_mask, **kwargs):
-    """transformers' SDPA attention, except that one new token's query heads read their shared key/value head as it
-    is in the cache.
+def _grouped_sdpa(module, query, key, value, attention_mask, attended: int | None = None, **kwargs):
+    """transformers' SDPA attention, except that one new token reads only the cache's first `attended` positions
+    (the rest are not written yet; None reads all), and its query heads read their shared key/value head as it is
+    in the cache.
 
     Compiled, transformers' SDPA path copies every key/value head once per query head it serves (`repeat_kv`)
     whenever a mask is given, and the decoding step always has one (the static cache's unwritten slots). At Qwen3-8B's
@@ -92,6 +97,9 @@ def _grouped_sdpa(module, query, key, value, attention_mask, **kwargs):
     goes to transformers' SDPA attention."""
     groups = getattr(module, "num_key_value_groups", 1)
     batch, heads, length, dim = query.shape
+    if length == 1 and attended is not None:
+        key, value = key[:, :, :attended], value[:, :, :attended]
+        attention_mask = None if attention_mask is None else attention_mask[..., :attended]
     if length != 1 or groups == 1 or kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     out = F.scaled_dot_product_attention(query.reshape(batch, heads // groups, groups, dim), key, value,
@@ -106,16 +114,24 @@ AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
 
 @contextmanager
 def _grouped_attention(model):
-    """The model's SDPA attention swapped for `_grouped_sdpa` while it decodes; any other attention is left alone."""
+    """The model's SDPA attention swapped for `_grouped_sdpa` while it decodes; any other attention is left alone.
+    Yields whether it was swapped."""
     if model.config._attn_implementation != "sdpa":
-        yield
+        yield False
         return
     model.set_attn_implementation(GROUPED_SDPA)
     try:
-        yield
+        yield True
     finally:
         model.set_attn_implementation("sdpa")
 
+
+# A step's attention reads the cache's first prompt + k * READ_BUCKET positions, k the least that covers the
+# positions written so far, instead of all prompt + max_new_tokens: at 512 new tokens the unwritten slots were about
+# half of every step's cache read (the cache is ~a fifth of a step's bytes at Qwen3-8B's shape, 40 rows). Each k is
+# a shape of its own, a CUDA graph recorded; compiled are the first k's exact shape, then a symbolic length, and the
+# whole cache (a slice that is the tensor itself) - three graphs, however many buckets and batches.
+READ_BUCKET = 128
 
 # Only the forward is compiled: inductor cannot lower top-p's cumulative sum over the vocabulary fused with the
 # reductions around it ("NYI TritonSplitDimKernel reductions", torch 2.11 on an H100), and the choice is a handful
@@ -178,16 +194,18 @@ _warned: set[type] = set()
 @torch.no_grad()
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
            stop_ids: list[int], pad_id: int, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
-           generator: torch.Generator | None = None, check_every: int = 16) -> Decoded:
+           generator: torch.Generator | None = None, check_every: int = 16, read_bucket: int = READ_BUCKET) -> Decoded:
     """Up to `max_new_tokens` tokens continuing each row of the left-padded `input_ids` (B, P).
 
     Greedy when `do_sample` is false; else sampled at `temperature` among the top-p mass, with noise from
-    `generator` (on the model's device). A row ends at its first token of `stop_ids`.
+    `generator` (on the model's device). A row ends at its first token of `stop_ids`. A model on SDPA attention
+    reads the cache up to the next multiple of `read_bucket` new tokens (`READ_BUCKET`).
     """
-    with _grouped_attention(model):
+    with _grouped_attention(model) as grouped:
         batch, prompt_len = input_ids.shape
         device = input_ids.device
-        cache = _static_cache(model, batch, prompt_len + max_new_tokens, device)
+        length = prompt_len + max_new_tokens
+        cache = _static_cache(model, batch, length, device)
         attention_mask = attention_mask.to(device=device, dtype=torch.long)
         mask = torch.cat([attention_mask, attention_mask.new_ones(batch, max_new_tokens)], dim=1)
         # left padding: a row's first real token is position 0
@@ -210,8 +228,10 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
         for t in range(1, max_new_tokens):
             if t % check_every == 0 and bool(finished.all()):
                 break
+            # step t writes cache position prompt_len + t - 1 and attends to every position up to it
+            attended = min(prompt_len + -(-t // read_bucket) * read_bucket, length) if grouped else None
             # the choice reads the logits before the next replay overwrites them (CUDA graphs reuse their outputs)
-            logits = forward(model, cache, token, position, mask)
+            logits = forward(model, cache, token, position, mask, attended)
             token, logprob, finished = _choose(logits, finished, noise(vocab), **settings)
             position = position + 1
             tokens.append(token)
