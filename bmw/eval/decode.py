@@ -129,8 +129,9 @@ def _grouped_attention(model):
 # A step's attention reads the cache's first prompt + k * READ_BUCKET positions, k the least that covers the
 # positions written so far, instead of all prompt + max_new_tokens: at 512 new tokens the unwritten slots were about
 # half of every step's cache read (the cache is ~a fifth of a step's bytes at Qwen3-8B's shape, 40 rows). Each k is
-# a shape of its own, a CUDA graph recorded; compiled are the first k's exact shape, then a symbolic length, and the
-# whole cache (a slice that is the tensor itself) - three graphs, however many buckets and batches.
+# a shape of its own, a CUDA graph recorded; compiled are the first k's exact shape, then a symbolic length: two
+# graphs, however many buckets and batches. The cache has one slot more than it is written, so that no bucket reads
+# it whole: such a slice is the tensor itself, which compiled a graph of its own (~15 s on an H100).
 READ_BUCKET = 128
 
 # Only the forward is compiled: inductor cannot lower top-p's cumulative sum over the vocabulary fused with the
@@ -204,10 +205,10 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
     with _grouped_attention(model) as grouped:
         batch, prompt_len = input_ids.shape
         device = input_ids.device
-        length = prompt_len + max_new_tokens
+        length = prompt_len + max_new_tokens + 1  # the spare slot (READ_BUCKET), never written nor read
         cache = _static_cache(model, batch, length, device)
         attention_mask = attention_mask.to(device=device, dtype=torch.long)
-        mask = torch.cat([attention_mask, attention_mask.new_ones(batch, max_new_tokens)], dim=1)
+        mask = torch.cat([attention_mask, attention_mask.new_ones(batch, max_new_tokens + 1)], dim=1)
         # left padding: a row's first real token is position 0
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         stops = torch.tensor(stop_ids, device=device)
@@ -229,7 +230,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
             if t % check_every == 0 and bool(finished.all()):
                 break
             # step t writes cache position prompt_len + t - 1 and attends to every position up to it
-            attended = min(prompt_len + -(-t // read_bucket) * read_bucket, length) if grouped else None
+            attended = min(prompt_len + -(-t // read_bucket) * read_bucket, length - 1) if grouped else None
             # the choice reads the logits before the next replay overwrites them (CUDA graphs reuse their outputs)
             logits = forward(model, cache, token, position, mask, attended)
             token, logprob, finished = _choose(logits, finished, noise(vocab), **settings)
