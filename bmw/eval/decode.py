@@ -131,7 +131,7 @@ def _grouped_attention(model):
 # half of every step's cache read (the cache is ~a fifth of a step's bytes at Qwen3-8B's shape, 40 rows). Each k is
 # a shape of its own, a CUDA graph recorded; compiled are the first k's exact shape, then a symbolic length: two
 # graphs, however many buckets and batches. The cache has one slot more than it is written, so that no bucket reads
-# it whole: such a slice is the tensor itself, which compiled a graph of its own (~15 s on an H100).
+# it whole: such a slice is the tensor itself, which compiled a graph of its own.
 READ_BUCKET = 128
 
 # Only the forward is compiled: inductor cannot lower top-p's cumulative sum over the vocabulary fused with the
