@@ -8,16 +8,15 @@ tokens' log-probabilities - keeps every step's float32 logits (40 rows x 151,936
 What is compiled, and why it can be: `_forward` - one forward of the (B, 1) new tokens through a transformers
 StaticCache; the choice of the next token (greedy, or temperature + top-p sampling), its untempered log-probability
 and the finished mask follow eagerly (`_choose`). Every input has the same shape at every step: the cache is
-preallocated for prompt + new tokens and writes at its own position counter (a tensor held by the cache, marked a
-static address by transformers, advanced in place), the position ids are a (B, 1) tensor, and the 2D attention mask
-has the cache's fixed length: the prompt's left-padding zeros, then ones for every new slot - slots not written yet
-lie in the future of the causal mask (whose query offset is that counter), so the mask never changes within a batch.
-Only the length of cache the attention reads changes, once every READ_BUCKET steps. Nothing in the step reads a
-value back to the host. On CUDA it is compiled with mode="reduce-overhead", so CUDA
-graphs replay a whole forward with one launch; the prefill (run once per batch, its length varies) and the host loop
-stay eager. While it decodes, a model on SDPA attention reads each key/value head once for all the query heads it
-serves (`_grouped_sdpa`), where transformers' compiled SDPA path would copy the cache four times over at Qwen3-8B's
-shape.
+preallocated for prompt + new tokens (+ a spare slot) and writes at its own position counter (a tensor held by the
+cache, marked a static address by transformers, advanced in place), the position ids are a (B, 1) tensor, and the 2D
+attention mask has the cache's fixed length: the prompt's left-padding zeros, then ones for every new slot - slots
+not written yet lie in the future of the causal mask (whose query offset is that counter), so the mask never changes
+within a batch. Only the length of cache the attention reads changes, once every READ_BUCKET steps. Nothing in the
+step reads a value back to the host. On CUDA it is compiled with mode="reduce-overhead", so CUDA graphs replay a
+whole forward with one launch; the prefill (run once per batch, its length varies) and the host loop stay eager.
+While it decodes, a model on SDPA attention reads each key/value head once for all the query heads it serves
+(`_grouped_sdpa`), where transformers' compiled SDPA path would copy the cache four times over at Qwen3-8B's shape.
 
 Sampling draws no random numbers inside the step: uniform noise from a per-batch torch.Generator is drawn outside
 and passed in, and the token is chosen by an exponential race (argmax p / E, E = -log U), which samples the kept
