@@ -18,7 +18,7 @@ from trl import SFTConfig, SFTTrainer
 
 from bench.model.data import synthetic_dataset
 from bench.model.flops import effective_context, flops_per_token, matmul_params, mfu
-from bench.model.profiling import kernel_ms, profiler, top_kernels
+from bench.model.profiling import kernel_time, profiler
 from bench.model.shapes import build_model
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.models.base import compute_dtype
@@ -234,8 +234,9 @@ def run_training(spec: RunSpec, device: torch.device, prepare=setup) -> dict:
             if step_profiler:
                 # the profiled warm-up steps' kernel time against a timed step's wall time (the profiler slows the
                 # host, not the kernels)
-                per_step = kernel_ms(step_profiler.prof) / StepProfiler.ACTIVE
-                result |= {"top_kernels": top_kernels(step_profiler.prof), "kernel_ms_per_step": round(per_step, 1),
+                busy_ms, top = kernel_time(step_profiler.prof)
+                per_step = busy_ms / StepProfiler.ACTIVE
+                result |= {"top_kernels": top, "kernel_ms_per_step": round(per_step, 1),
                            "device_busy": round(per_step / (1e3 * seconds / spec.steps), 3)}
             gpus = world_size()  # tokens are counted over all processes
             args, trained = trainer.args, trainer.model
