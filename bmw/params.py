@@ -269,6 +269,9 @@ class TrainParams(Strict):
     # FP8 GEMMs for the decoder's linears (torchao float8, tensorwise scaling; LoRA: the frozen base weights only).
     # Off until measured: `bmw bench model --ablate-fp8` (speed) and `--loss-curve` (loss against bf16's noise)
     fp8: bool = False
+    # torch.compile of each decoder layer (bmw.train.compile), Liger's kernels off, packed batches padded to one shape.
+    # Off until measured: `bmw bench model --ablate-compile` (speed) and `--loss-curve` (loss against bf16's noise)
+    compile: bool = False
     # Several GPUs: the train stage relaunches itself under `accelerate launch` (DDP replicates the model,
     # FSDP shards weights, gradients and optimizer states); none, a CPU or a single GPU train in one process.
     distributed: Literal["none", "ddp", "fsdp"] = "none"

@@ -151,14 +151,17 @@ def test_bmw_bench_runs_the_tiny_shape_on_cpu(tmp_path, capsys):
 def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys):
     out = tmp_path / "curve.json"
     main(["--shape", "tiny", "--methods", "lora", "--seq", "64", "--batch", "2", "--loss-curve", "5", "--warmup",
-          "1", "--curve-window", "3", "--no-eval", "--out", str(out)])
+          "1", "--curve-window", "3", "--ablate-fp8", "--ablate-compile", "--no-eval", "--out", str(out)])
     result = json.loads(out.read_text())
-    runs = {r["run"].removeprefix("project/lora/original/auto/bigram"): r for r in result["train"]}
-    assert set(runs) == {"", "/fp8", "/seed1"}
+    runs = {r["run"].removeprefix("project/lora/original/auto").replace("/bigram", ""): r for r in result["train"]}
+    assert set(runs) == {"", "/fp8", "/seed1", "/no-liger/compiled"}
     assert all(len(r["losses"]) == 5 and r["losses"][-1] == r["final_loss"] for r in runs.values())
     assert runs["/fp8"]["losses"] != runs[""]["losses"]
+    # float32 on a CPU: the compiled layers compute what the eager ones do, to rounding
+    assert runs["/no-liger/compiled"]["losses"] == pytest.approx(runs[""]["losses"], rel=1e-4)
     summary = result["loss_curve"]["lora"]
-    assert summary["window"] == 3 and set(summary["within_noise"]) == {"project/lora/original/auto/bigram/fp8"}
+    assert summary["window"] == 3 and set(summary["within_noise"]) == {
+        "project/lora/original/auto/bigram/fp8", "project/lora/original/auto/no-liger/bigram/compiled"}
     assert imread(out.with_suffix(".png")).shape[1] > 600
     assert "the noise" in capsys.readouterr().out
 
@@ -202,10 +205,12 @@ def test_generation_profile_names_where_the_decoding_time_goes():
 
 def test_bench_runs_every_run_without_liger_before_the_first_with_it():
     """Liger patches transformers' Qwen3 classes process-wide: TRL's defaults and the no-Liger ablation first."""
-    runs = plan_runs(parse_args(["--methods", "lora,full", "--ablate-liger", "--ablate-casts", "--ablate-fused"]))
+    runs = plan_runs(parse_args(["--methods", "lora,full", "--ablate-liger", "--ablate-casts", "--ablate-fused",
+                                 "--ablate-compile"]))
     assert [r.name for r in runs] == [
         "defaults/lora/original", "defaults/full/original",
         "project/lora/original/auto/no-liger", "project/full/original/auto/no-liger",
+        "project/lora/original/auto/no-liger/compiled", "project/full/original/auto/no-liger/compiled",
         "tuned/lora/original", "tuned/full/original",
         "project/lora/original/auto/adapter-casts", "project/lora/original/auto/unfused",
         "project/lora/original/auto", "project/full/original/auto",
@@ -234,6 +239,14 @@ def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs():
                                         for s in ("", "/fp8", "/seed1")]
     assert {(r.steps + r.warmup, r.batch, r.bigram, r.profile) for r in curves} == {(200, 2, True, False),
                                                                                   (200, 1, True, False)}
+    compiled = plan_runs(parse_args(["--methods", "lora,full", "--loss-curve", "200", "--ablate-compile"]))
+    assert [r.name.removeprefix("project/").replace("/original/auto", "") for r in compiled] == [
+        "lora/no-liger/bigram/compiled", "full/no-liger/bigram/compiled",  # before the first run with Liger
+        "lora/bigram", "lora/bigram/seed1", "full/bigram", "full/bigram/seed1"]
+    both = plan_runs(parse_args(["--methods", "lora", "--no-baseline", "--ablate-compile", "--ablate-fp8"]))
+    assert [r.name for r in both] == ["project/lora/original/auto/no-liger/compiled",
+                                      "project/lora/original/auto/no-liger/fp8/compiled",
+                                      "project/lora/original/auto", "project/lora/original/auto/fp8"]
     with pytest.raises(SystemExit):
         parse_args(["--loss-curve", "5", "--warmup", "5"])
 
@@ -244,6 +257,7 @@ def test_loss_curves_compare_each_fp8_run_with_the_noise_of_two_bf16_runs():
 
     runs = [run(None, 0, [5.0, 4.0, 3.0, 2.0]), run("tensorwise", 0, [5.0, 4.1, 3.1, 1.9]),
             run("rowwise", 0, [5.0, 4.0, 3.4, 2.6]), run(None, 1, [5.2, 3.8, 3.2, 1.8]),
+            run(None, 0, [5.0, 4.0, 3.0, 2.05]) | {"run": "lora/compiled", "compiled": True},
             run(None, 0, [], "full") | {"error": "OutOfMemoryError: "}]
     summary = compare(runs, window=3)
     assert set(summary) == {"lora"}  # the failed run has no curve
@@ -251,7 +265,7 @@ def test_loss_curves_compare_each_fp8_run_with_the_noise_of_two_bf16_runs():
     assert lora["window"] == 3 and lora["reference"] == "lora/None/0"
     assert lora["noise"] == pytest.approx(0.2) and lora["mean_loss"]["lora/None/0"] == pytest.approx(3.0)
     assert lora["mean_abs_diff"]["lora/tensorwise/0"] == pytest.approx(0.1)
-    assert lora["within_noise"] == {"lora/tensorwise/0": True, "lora/rowwise/0": False}
+    assert lora["within_noise"] == {"lora/tensorwise/0": True, "lora/rowwise/0": False, "lora/compiled": True}
 
 
 def test_the_table_compares_each_run_with_trl_defaults_and_the_faster_peer():

@@ -19,6 +19,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch._dynamo.utils import counters
 
 from bmw.base.materialise import materialise_base
 from bmw.io import write_jsonl
@@ -28,10 +29,10 @@ from bmw.models.plan import plan_path, save_plan
 from bmw.models.thinking import EMPTY_THINK
 from bmw.models.surgery import apply_plan
 from bmw.models.variant import load_variant, save_variant
-from bmw.params import BaseModelParams, VariantParams, parse_params
+from bmw.params import BaseModelParams, TrainParams, VariantParams, parse_params
 from bmw.train.backend import resolve_backend
 from bmw.train.checkpoints import resume_point
-from bmw.train.config import ensure_packing_safe, run_config
+from bmw.train.config import ensure_packing_safe, pad_multiple, run_config
 from bmw.train.data import load_chat_split
 from bmw.train.sft import build_trainer, fit, validation_loss
 from bmw.train.summary import steady_tokens_per_second
@@ -413,6 +414,52 @@ def test_length_grouped_batches_come_in_an_order_set_by_the_seed_and_epoch_alone
     assert epoch_batches(1, rng_seed=1) != first
     widths = [batch[0] for batch in first]
     assert widths[0] == max(widths)  # still grouped by length: the longest batch first
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_compiled_layers_train_as_eager_ones_on_one_batch_shape_and_one_graph(project, tmp_path, method):
+    """train.compile: after real optimizer steps on packed batches of several lengths the losses are the eager
+    layers' (float32, CPU inductor), every batch is padded to batch_size x max_length tokens, and one graph serves
+    every layer and every batch (a recompile per layer or per length would cost minutes at Qwen3-8B's shape)."""
+    params = parse_params(PARAMS)
+    train = params.train.model_copy(update={"packing": True, "max_length": 128, "batch_size": 2, "eval_steps": 10**6})
+    data = load_chat_split(project / "data" / "processed" / "train.jsonl")
+
+    def run(compiled: bool) -> tuple[list[float], set[tuple[int, ...]], bool]:
+        model, tokenizer = load_base(project / "models" / "base")
+        model = apply_plan(model, PLAN)
+        config = run_config(train.model_copy(update={"compile": compiled}), params.variants[method], 42,
+                            tmp_path / f"ck{compiled}", "float32")
+        config.args.max_steps, config.patience = 3, None
+        torch.manual_seed(0)  # LoRA's initialisation
+        trainer = build_trainer(model, tokenizer, config, data, data)
+        shapes = set()
+        trainer.model.register_forward_pre_hook(lambda m, a, kw: shapes.add(tuple(kw["input_ids"].shape)),
+                                                with_kwargs=True)
+        trainer.train()
+        history = trainer.state.log_history
+        return [e["loss"] for e in history if "loss" in e], shapes, any("eval_loss" in e for e in history)
+
+    eager, eager_shapes, _ = run(False)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled, compiled_shapes, evaluated = run(True)
+    assert len(eager_shapes) > 1  # packing alone: batches of several lengths
+    assert compiled_shapes == {(1, 2 * 128)}
+    # the training steps' graph (LoRA: two, the first layer's input is the frozen embeddings', needing no gradient;
+    # the others' inputs need one), and the evaluation's (no gradients) where the run evaluated (at its end)
+    assert counters["stats"]["unique_graphs"] == 1 + (method == "lora") + evaluated
+    assert compiled == pytest.approx(eager, rel=1e-4)
+
+
+@pytest.mark.parametrize("settings, multiple", [
+    ({}, None), ({"packing": True}, None), ({"compile": True}, None),  # unpacked: a length per batch, dynamic
+    ({"compile": True, "packing": True}, 2 * 4096), ({"fp8": True}, 16),
+    ({"compile": True, "packing": True, "fp8": True, "max_length": 1004}, 2008 * 2),  # lcm(2 x 1004, 16)
+])
+def test_batches_are_padded_to_what_fp8_and_compiled_packing_need(settings, multiple):
+    train = TrainParams(**{"batch_size": 2, "max_length": 4096} | settings)
+    assert pad_multiple(train) == multiple
 
 
 def test_packing_keeps_sdpa_and_refuses_an_attention_that_mixes_examples(project):

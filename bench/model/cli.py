@@ -52,20 +52,25 @@ def environment(device: torch.device, packages: tuple[str, ...] = PACKAGES) -> d
 
 
 def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
-    """TRL's defaults, the ablation without Liger, tuned TRL, then each method's fast path, the other attentions,
-    the other model types (LoRA only by default) and the FP8 runs, then Unsloth's. Liger patches transformers' Qwen3
-    classes and functions process-wide, so every run without it (TRL's defaults, the ablation) must come before the
-    first run with it (tuned TRL and the project's runs, on CUDA); Unsloth's runs are processes of their own.
+    """TRL's defaults, the ablation without Liger, the compiled runs, tuned TRL, then each method's fast path, the
+    other attentions, the other model types (LoRA only by default) and the FP8 runs, then Unsloth's. Liger patches
+    transformers' Qwen3 classes and functions process-wide, so every run without it (TRL's defaults, the ablation,
+    the compiled layers) must come before the first run with it (tuned TRL and the project's runs, on CUDA);
+    Unsloth's runs are processes of their own.
     `--loss-curve`: the loss-curve runs instead (curves.py)."""
     common = {m: {"method": m, "shape": a.shape, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
                   "batch": a.full_batch if m == "full" else a.batch} for m in a.methods}
     project = {m: {**common[m], "mode": "project", "distributed": a.distributed.get(m, "none"), "save": a.save}
                for m in a.methods}
     if a.loss_curve:
-        return curve_runs([RunSpec(attn=a.attn[0], **project[m]) for m in a.methods], a.loss_curve, a.fp8_recipes)
+        return curve_runs([RunSpec(attn=a.attn[0], **project[m]) for m in a.methods], a.loss_curve,
+                          a.fp8_recipes if a.ablate_fp8 or not a.ablate_compile else [], a.ablate_compile)
     runs = [RunSpec(mode="defaults", profile=a.profile, **common[m]) for m in a.methods if "defaults" in a.baselines]
     if a.ablate_liger:
         runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
+    if a.ablate_compile:
+        runs += [RunSpec(attn=a.attn[0], liger=False, compiled=True, fp8=r, profile=a.profile, **project[m])
+                 for m in a.methods for r in [None, *(a.fp8_recipes if a.ablate_fp8 else [])]]
     runs += [RunSpec(mode="tuned", attn=attn, profile=a.profile, **common[m])
              for m in a.methods for attn in a.tuned_attn if "tuned" in a.baselines]
     if a.ablate_casts and "lora" in a.methods:
@@ -179,13 +184,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="also run the project's path with TRL's chunked LM-head loss (on a CPU it uses the logits')")
     p.add_argument("--ablate-fused", action="store_true",
                    help="also run the LoRA fast path with PEFT's own update (scale and add outside the GEMM)")
+    p.add_argument("--ablate-compile", action="store_true",
+                   help="also run the fast path with its decoder layers compiled (train.compile), with each FP8 "
+                        "recipe too under --ablate-fp8; before any run with Liger's kernels")
     p.add_argument("--ablate-fp8", action="store_true",
                    help="also run the project's path with FP8 linears (train.fp8), once per --fp8-recipes")
     p.add_argument("--fp8-recipes", type=_csv(FP8_RECIPES), default=[FP8_RECIPES[0]],
                    help="torchao float8 recipe(s) of the FP8 runs (train.fp8 uses tensorwise)")
     p.add_argument("--loss-curve", type=int, default=0, metavar="N",
-                   help="instead of the timing runs: N steps per method on bigram data in bf16, with FP8 and in bf16 "
-                        "reseeded (the noise), every step's loss in the JSON and a PNG beside it")
+                   help="instead of the timing runs: N steps per method on bigram data in bf16, with FP8 (or, under "
+                        "--ablate-compile, compiled layers; both with --ablate-fp8 too) and in bf16 reseeded (the "
+                        "noise), every step's loss in the JSON and a PNG beside it")
     p.add_argument("--curve-window", type=int, default=50, help="last steps the loss curves are compared over")
     p.add_argument("--distributed", type=_strategies, default={},
                    help="under accelerate launch: train.distributed per method, e.g. lora=ddp,full=fsdp")

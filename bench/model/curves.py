@@ -1,8 +1,10 @@
-"""`bmw bench model --loss-curve N`: does FP8 training stay within the noise of bf16's?
+"""`bmw bench model --loss-curve N`: does FP8 training, or training with compiled layers, stay within the noise of
+the bf16 path's?
 
-Per method, on the same bigram data (something to learn for N steps): the project's path in bf16, the same run with
-FP8 linears (one per recipe), and bf16 again with another trainer seed (the data order, and for LoRA the adapter's
-initialisation): how far two bf16 runs differ by chance is the noise the FP8 runs are measured against.
+Per method, on the same bigram data (something to learn for N steps): the project's path in bf16, the candidates
+(the same run with FP8 linears, one per recipe; with its layers compiled, `--ablate-compile`), and bf16 again with
+another trainer seed (the data order, and for LoRA the adapter's initialisation): how far two bf16 runs differ by
+chance is the noise the candidates are measured against.
 """
 
 from __future__ import annotations
@@ -19,41 +21,49 @@ from bench.model.train import RunSpec
 NOISE_SEED = 1  # the reference runs use the trainer's seed 0
 
 
-def curve_runs(projects: list[RunSpec], steps: int, recipes: list[str]) -> list[RunSpec]:
-    """For each project run (one per method): bf16, FP8 for each of `recipes`, bf16 reseeded; `steps` in all."""
-    runs = []
-    for spec in projects:
-        reference = replace(spec, bigram=True, steps=steps - spec.warmup)
+def curve_runs(projects: list[RunSpec], steps: int, recipes: list[str], compiled: bool = False) -> list[RunSpec]:
+    """For each project run (one per method): bf16, FP8 for each of `recipes`, bf16 reseeded; `steps` in all.
+    `compiled`: first of all, each method's bf16 run with compiled layers (without Liger's kernels, which the
+    other runs patch into transformers process-wide)."""
+    references = [replace(spec, bigram=True, steps=steps - spec.warmup) for spec in projects]
+    runs = [replace(reference, compiled=True, liger=False) for reference in references] if compiled else []
+    for reference in references:
         runs += [reference, *(replace(reference, fp8=r) for r in recipes), replace(reference, seed=NOISE_SEED)]
     return runs
 
 
 def compare(runs: list[dict], window: int) -> dict:
     """Per method, over the last `window` steps: each run's mean loss, and each other run's mean |loss - the bf16
-    run's loss| per step; `noise` is the reseeded bf16 run's, `within_noise` whether each FP8 run's is no larger.
-    The reseeded run also sees other batches, which the FP8 runs share with the bf16 run: a lenient bar, so compare
-    the mean losses too. Failed runs (no losses) are left out."""
+    run's loss| per step; `noise` is the reseeded bf16 run's, `within_noise` whether each candidate's (FP8,
+    compiled) is no larger. The reseeded run also sees other batches, which the candidates share with the bf16 run:
+    a lenient bar, so compare the mean losses too. Failed runs (no losses) are left out."""
     found = {}
     for method in dict.fromkeys(r["method"] for r in runs):
         mine = [r for r in runs if r["method"] == method and r.get("losses")]
-        reference = next((r for r in mine if not r["fp8"] and not r["seed"]), None)
+        reference = next((r for r in mine if not candidate(r) and not r["seed"]), None)
         if reference is None:
             continue
         tail = reference["losses"][-window:]
         diffs = {r["run"]: fmean(abs(a - b) for a, b in zip(r["losses"][-window:], tail)) for r in mine
                  if r is not reference}
-        noise = next((diffs[r["run"]] for r in mine if r["seed"] and not r["fp8"]), None)
+        noise = next((diffs[r["run"]] for r in mine if r["seed"] and not candidate(r)), None)
         found[method] = {
             "reference": reference["run"], "window": len(tail),
             "mean_loss": {r["run"]: fmean(r["losses"][-window:]) for r in mine},
             "mean_abs_diff": diffs, "noise": noise,
-            "within_noise": {r["run"]: noise is not None and diffs[r["run"]] <= noise for r in mine if r["fp8"]},
+            "within_noise": {r["run"]: noise is not None and diffs[r["run"]] <= noise for r in mine if candidate(r)},
         }
     return found
 
 
+def candidate(run: dict) -> bool:
+    """Whether a run is one of the changes measured against bf16's noise (FP8, compiled layers)."""
+    return bool(run["fp8"] or run.get("compiled"))
+
+
 def label(run: dict) -> str:
-    return (f"fp8 {run['fp8']}" if run["fp8"] else "bf16") + (f", seed {run['seed']}" if run["seed"] else "")
+    return ((f"fp8 {run['fp8']}" if run["fp8"] else "bf16") + (", compiled" if run.get("compiled") else "")
+            + (f", seed {run['seed']}" if run["seed"] else ""))
 
 
 def plot(runs: list[dict], summary: dict, path: Path) -> Path:
@@ -65,10 +75,10 @@ def plot(runs: list[dict], summary: dict, path: Path) -> Path:
         for r in (r for r in runs if r["method"] == method and r.get("losses")):
             ax.plot(range(1, len(r["losses"]) + 1), r["losses"], linewidth=0.9, alpha=0.85, label=label(r))
         s = summary[method]
-        fp8 = ", ".join(f"{d:.4f}" for name, d in s["mean_abs_diff"].items() if name in s["within_noise"])
+        tried = ", ".join(f"{d:.4f}" for name, d in s["mean_abs_diff"].items() if name in s["within_noise"])
         noise = "failed" if s["noise"] is None else f"{s['noise']:.4f}"
-        ax.set_title(f"{method}: mean |Δloss| vs bf16, last {s['window']} steps:\nfp8 {fp8}; bf16 reseeded {noise}",
-                     fontsize=9)
+        ax.set_title(f"{method}: mean |Δloss| vs bf16, last {s['window']} steps:\ncandidates {tried}; bf16 "
+                     f"reseeded {noise}", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss")
         ax.grid(alpha=0.3)

@@ -24,6 +24,7 @@ from trl import SFTTrainer
 
 from bmw.models.thinking import empty_think_ids
 from bmw.train.checkpoints import KeepOnlyWhatResumeNeeds, resume_point
+from bmw.train.compile import compile_decoder_layers
 from bmw.train.config import RunConfig, ensure_packing_safe
 from bmw.train.data import without_empty_think
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
@@ -88,7 +89,8 @@ def build_trainer(
 ) -> SFTTrainer:
     """TRL's SFTTrainer for `config` (config.logits_loss: with the loss from the logits); the LoRA adapter is
     added unless `model` already carries one; config.mask_empty_think: the empty think block out of the labels;
-    config.fp8: the decoder's linears swapped for FP8 ones (bmw.train.float8)."""
+    config.fp8: the decoder's linears swapped for FP8 ones (bmw.train.float8); config.compile: the decoder layers
+    compiled (bmw.train.compile)."""
     if config.args.packing:
         ensure_packing_safe(model, config.packed_attention)
     stopping = [EarlyStoppingCallback(early_stopping_patience=config.patience)] if config.patience else []
@@ -116,6 +118,9 @@ def build_trainer(
         from bmw.train.float8 import convert_linears
 
         convert_linears(trainer.model, config.fp8)
+    if config.compile:
+        # last: the adapters, the fused updates and the FP8 linears are what the layers compile with
+        log.info("train.compile: %d decoder layers compiled", compile_decoder_layers(trainer.model))
     return trainer
 
 
