@@ -20,6 +20,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -276,6 +277,14 @@ class TrainParams(Strict):
     # FSDP shards weights, gradients and optimizer states); none, a CPU or a single GPU train in one process.
     distributed: Literal["none", "ddp", "fsdp"] = "none"
     gpus: int = Field(0, ge=0)  # processes to launch; 0: every visible GPU
+
+    @field_validator("distributed")
+    @classmethod
+    def _compiled_fsdp(cls, v: str, info: ValidationInfo) -> str:
+        # FSDP2's all-gather hooks would run inside the compiled layers: never run, so refused
+        if v == "fsdp" and info.data.get("compile"):
+            raise ValueError("fsdp with train.compile: true has not been run; set train.compile: false, or ddp")
+        return v
 
 
 class EvalParams(Strict):

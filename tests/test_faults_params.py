@@ -74,6 +74,7 @@ NAMED = [
     ({"scrape": {"max_pdf_mb": 1e-7}}, "scrape.max_pdf_mb"),
     ({"filter": {"base_url": "not a url"}}, "filter.base_url"),
     ({"variants": {}}, "variants"),
+    ({"train": {"compile": True, "distributed": "fsdp"}}, "train.distributed"),  # never run together
 ]
 
 

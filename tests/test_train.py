@@ -483,11 +483,13 @@ def test_unsloth_trains_only_where_asked_for_and_able_to(monkeypatch):
         resolve_backend("fast")
 
 
-def test_packed_batches_and_random_bases_never_train_on_unsloth(monkeypatch):
-    """ensure_packing_safe vouches for the model's attention implementation; Unsloth runs kernels of its own, and
-    its loader reads weights a random base does not have."""
+def test_packed_batches_random_bases_and_compiled_layers_never_train_on_unsloth(monkeypatch):
+    """ensure_packing_safe vouches for the model's attention implementation; Unsloth runs kernels of its own, which
+    train.compile has never compiled, and its loader reads weights a random base does not have."""
     monkeypatch.setattr("bmw.train.backend.unsloth_available", lambda: True)
-    assert resolve_backend("auto", weights_on_disk=False, packing=True) == "transformers"
+    assert resolve_backend("auto", weights_on_disk=False, packing=True, compiled=True) == "transformers"
+    with pytest.raises(RuntimeError, match="train.compile: true with train.backend: unsloth: .*train.compile: false"):
+        resolve_backend("unsloth", compiled=True)
     with pytest.raises(RuntimeError, match="train.packing: true with train.backend: unsloth: .*train.packing: false"):
         resolve_backend("unsloth", packing=True)
     with pytest.raises(RuntimeError, match="a random base .* has none there"):

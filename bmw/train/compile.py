@@ -16,25 +16,16 @@ filled best-fit, so the padding is a few percent, and the padded positions are o
 
 from __future__ import annotations
 
+from peft import PeftModel
 from torch import nn
 
-
-def decoder_layers(model: nn.Module) -> list[nn.Module]:
-    """The model's decoder layers: its modules of the classes it names as never to be split (`_no_split_modules`,
-    the unit FSDP shards and accelerate places too). A PEFT model is searched through its base model's names."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = set(getattr(base, "_no_split_modules", None) or ())
-    return [m for m in model.modules() if type(m).__name__ in names]
+from bmw.models.surgery import decoder_layers
 
 
 def compile_decoder_layers(model: nn.Module) -> int:
     """Compile each decoder layer's forward in place (nn.Module.compile: activation checkpointing, PEFT's adapters and
     FP8 linears inside a layer are compiled with it); the number of layers compiled."""
-    layers = decoder_layers(model)
-    if not layers:
-        raise ValueError(f"train.compile: {type(model).__name__} names no decoder layer class (_no_split_modules) "
-                         "to compile; set train.compile: false")
+    layers = decoder_layers(model.get_base_model() if isinstance(model, PeftModel) else model)
     for layer in layers:
         layer.compile()
     return len(layers)
-
