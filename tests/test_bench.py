@@ -148,7 +148,8 @@ def test_bmw_bench_runs_the_tiny_shape_on_cpu(tmp_path, capsys):
     assert "tuned/lora/original" in capsys.readouterr().out
 
 
-def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys):
+def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # recorded: an A/B of the allocator
     out = tmp_path / "curve.json"
     main(["--shape", "tiny", "--methods", "lora", "--seq", "64", "--batch", "2", "--loss-curve", "5", "--warmup",
           "1", "--curve-window", "3", "--ablate-fp8", "--ablate-compile", "--no-eval", "--out", str(out)])
@@ -163,6 +164,7 @@ def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys):
     assert summary["window"] == 3 and set(summary["within_noise"]) == {
         "project/lora/original/auto/bigram/fp8", "project/lora/original/auto/no-liger/bigram/compiled"}
     assert imread(out.with_suffix(".png")).shape[1] > 600
+    assert result["environment"]["alloc_conf"] == "expandable_segments:True"
     assert "the noise" in capsys.readouterr().out
 
 

@@ -44,7 +44,9 @@ def environment(device: torch.device, packages: tuple[str, ...] = PACKAGES) -> d
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    env = {"versions": versions, "device": device.type, "processes": world_size()}
+    # the caching allocator's settings change full fine-tuning's speed on an 80 GB card (docs/benchmarks.md)
+    env = {"versions": versions, "device": device.type, "processes": world_size(),
+           "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF")}
     if device.type == "cuda":
         env |= {"cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(device),
                 "gpus": torch.cuda.device_count()}
