@@ -160,6 +160,7 @@ def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys, mon
     assert runs["/fp8"]["losses"] != runs[""]["losses"]
     # float32 on a CPU: the compiled layers compute what the eager ones do, to rounding
     assert runs["/no-liger/compiled"]["losses"] == pytest.approx(runs[""]["losses"], rel=1e-4)
+    assert all(r["warmup_s"] > 0 for r in runs.values())  # the warm-up step, compilation included
     summary = result["loss_curve"]["lora"]
     assert summary["window"] == 3 and set(summary["within_noise"]) == {
         "project/lora/original/auto/bigram/fp8", "project/lora/original/auto/no-liger/bigram/compiled"}

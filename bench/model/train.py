@@ -107,10 +107,14 @@ class StepProfiler(TrainerCallback):
 
 
 class StepTimer(TrainerCallback):
-    """Wall time and trained (non-padding) tokens between the end of step `warmup` and the end of the last step."""
+    """Wall time and trained (non-padding) tokens between the end of step `warmup` and the end of the last step;
+    and the warm-up's wall time from the start of training, where compilation (train.compile, FP8) shows."""
 
     def __init__(self, warmup: int, total: int) -> None:
         self.warmup, self.total, self.marks = warmup, total, {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.marks[0] = (time.perf_counter(), 0)
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step in (self.warmup, self.total):
@@ -121,6 +125,9 @@ class StepTimer(TrainerCallback):
     def rate(self) -> tuple[float, int]:
         (t0, n0), (t1, n1) = self.marks[self.warmup], self.marks[self.total]
         return t1 - t0, n1 - n0
+
+    def warmup_seconds(self) -> float:
+        return self.marks[self.warmup][0] - self.marks[0][0]
 
 
 def _attention(spec: RunSpec, device: torch.device) -> str:
@@ -245,6 +252,7 @@ def run_training(spec: RunSpec, device: torch.device, prepare=setup) -> dict:
             flops = flops_per_token(trained, spec.method, s_eff)
             result.update({
                 "tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": round(tokens / seconds, 1),
+                "warmup_s": round(timer.warmup_seconds(), 3),
                 "s_eff": round(s_eff, 1), "flops_per_token": flops, "gpus": gpus,
                 "mfu": round(mfu(tokens / seconds / gpus, flops), 4),
                 "layers": trained.config.num_hidden_layers, "matmul_params": matmul_params(trained),
