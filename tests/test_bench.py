@@ -260,7 +260,7 @@ def test_loss_curves_compare_each_fp8_run_with_the_noise_of_two_bf16_runs():
 
     runs = [run(None, 0, [5.0, 4.0, 3.0, 2.0]), run("tensorwise", 0, [5.0, 4.1, 3.1, 1.9]),
             run("rowwise", 0, [5.0, 4.0, 3.4, 2.6]), run(None, 1, [5.2, 3.8, 3.2, 1.8]),
-            run(None, 0, [5.0, 4.0, 3.0, 2.05]) | {"run": "lora/compiled", "compiled": True},
+            run(None, 0, [5.0, 4.0, 3.0, 2.05]) | {"run": "lora/compiled", "compile": True},
             run(None, 0, [], "full") | {"error": "OutOfMemoryError: "}]
     summary = compare(runs, window=3)
     assert set(summary) == {"lora"}  # the failed run has no curve

@@ -487,9 +487,9 @@ def test_packed_batches_random_bases_and_compiled_layers_never_train_on_unsloth(
     """ensure_packing_safe vouches for the model's attention implementation; Unsloth runs kernels of its own, which
     train.compile has never compiled, and its loader reads weights a random base does not have."""
     monkeypatch.setattr("bmw.train.backend.unsloth_available", lambda: True)
-    assert resolve_backend("auto", weights_on_disk=False, packing=True, compiled=True) == "transformers"
+    assert resolve_backend("auto", weights_on_disk=False, packing=True, compile=True) == "transformers"
     with pytest.raises(RuntimeError, match="train.compile: true with train.backend: unsloth: .*train.compile: false"):
-        resolve_backend("unsloth", compiled=True)
+        resolve_backend("unsloth", compile=True)
     with pytest.raises(RuntimeError, match="train.packing: true with train.backend: unsloth: .*train.packing: false"):
         resolve_backend("unsloth", packing=True)
     with pytest.raises(RuntimeError, match="a random base .* has none there"):

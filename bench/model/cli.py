@@ -71,7 +71,7 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
     if a.ablate_liger:
         runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
     if a.ablate_compile:
-        runs += [RunSpec(attn=a.attn[0], liger=False, compiled=True, fp8=r, profile=a.profile, **project[m])
+        runs += [RunSpec(attn=a.attn[0], liger=False, compile=True, fp8=r, profile=a.profile, **project[m])
                  for m in a.methods for r in [None, *(a.fp8_recipes if a.ablate_fp8 else [])]]
     runs += [RunSpec(mode="tuned", attn=attn, profile=a.profile, **common[m])
              for m in a.methods for attn in a.tuned_attn if "tuned" in a.baselines]

@@ -21,12 +21,12 @@ from bench.model.train import RunSpec
 NOISE_SEED = 1  # the reference runs use the trainer's seed 0
 
 
-def curve_runs(projects: list[RunSpec], steps: int, recipes: list[str], compiled: bool = False) -> list[RunSpec]:
+def curve_runs(projects: list[RunSpec], steps: int, recipes: list[str], compile: bool = False) -> list[RunSpec]:
     """For each project run (one per method): bf16, FP8 for each of `recipes`, bf16 reseeded; `steps` in all.
-    `compiled`: first of all, each method's bf16 run with compiled layers (without Liger's kernels, which the
+    `compile`: first of all, each method's bf16 run with compiled layers (without Liger's kernels, which the
     other runs patch into transformers process-wide)."""
     references = [replace(spec, bigram=True, steps=steps - spec.warmup) for spec in projects]
-    runs = [replace(reference, compiled=True, liger=False) for reference in references] if compiled else []
+    runs = [replace(reference, compile=True, liger=False) for reference in references] if compile else []
     for reference in references:
         runs += [reference, *(replace(reference, fp8=r) for r in recipes), replace(reference, seed=NOISE_SEED)]
     return runs
@@ -58,11 +58,11 @@ def compare(runs: list[dict], window: int) -> dict:
 
 def candidate(run: dict) -> bool:
     """Whether a run is one of the changes measured against bf16's noise (FP8, compiled layers)."""
-    return bool(run["fp8"] or run.get("compiled"))
+    return bool(run["fp8"] or run.get("compile"))
 
 
 def label(run: dict) -> str:
-    return ((f"fp8 {run['fp8']}" if run["fp8"] else "bf16") + (", compiled" if run.get("compiled") else "")
+    return ((f"fp8 {run['fp8']}" if run["fp8"] else "bf16") + (", compiled" if run.get("compile") else "")
             + (f", seed {run['seed']}" if run["seed"] else ""))
 
 

@@ -71,7 +71,7 @@ class RunSpec:
     save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
     chunked_loss: bool = False  # project runs on a CPU: True keeps TRL's chunked LM-head loss (the ablation)
     fp8: str | None = None  # project runs: the torchao float8 recipe of the decoder's linears (train.fp8: tensorwise)
-    compiled: bool = False  # project runs: compile the decoder layers (train.compile; Liger off)
+    compile: bool = False  # project runs: compile the decoder layers (train.compile; Liger off)
     seed: int = 0  # project runs: the trainer's seed (data order; LoRA's adapter initialisation)
     bigram: bool = False  # train on bigram walks, which have something to learn (loss curves), not uniform tokens
 
@@ -84,7 +84,7 @@ class RunSpec:
                 + ("" if self.distributed == "none" else f"/{self.distributed}")
                 + ("/chunked-loss" if self.chunked_loss else "") + ("/bigram" if self.bigram else "")
                 + {None: "", FP8_RECIPES[0]: "/fp8"}.get(self.fp8, f"/fp8-{self.fp8}")
-                + ("/compiled" if self.compiled else "")
+                + ("/compiled" if self.compile else "")
                 + (f"/seed{self.seed}" if self.seed else ""))
 
 
@@ -161,7 +161,7 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
         train = TrainParams(
             backend="auto" if spec.attn == "auto" else "transformers", max_length=spec.seq, batch_size=spec.batch,
             packing=True, warmup_ratio=0.0, eval_steps=10**6, gradient_checkpointing=False,
-            distributed=spec.distributed, fp8=spec.fp8 is not None, compile=spec.compiled,
+            distributed=spec.distributed, fp8=spec.fp8 is not None, compile=spec.compile,
         )
         dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
         config = run_config(train, variant, spec.seed, out, dtype, compute_dtype(dtype, "auto"))

@@ -22,7 +22,7 @@ def unsloth_available() -> bool:
 
 
 def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool = False, fp8: bool = False,
-                    compiled: bool = False) -> Backend:
+                    compile: bool = False) -> Backend:
     """`auto` and `transformers`: transformers + PEFT + TRL, the path `bmw bench model` measures
     (docs/benchmarks.md); Unsloth has not been run or measured here, so it trains only when asked for
     (`train.backend: unsloth`, in its own environment: pyproject's `unsloth` extra with constraints-unsloth.txt).
@@ -30,7 +30,7 @@ def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool 
     `packing`: packed batches train on transformers alone, whose attention `config.ensure_packing_safe` can vouch
     for; Unsloth swaps in attention kernels of its own, which keep packed examples apart only when fed by its own
     trainer's collator, and which the model's `_attn_implementation` does not name. `fp8`: FP8 linears
-    (bmw.train.float8) replace transformers' modules, which Unsloth's kernels bypass. `compiled`: train.compile, whose
+    (bmw.train.float8) replace transformers' modules, which Unsloth's kernels bypass. `compile`: train.compile, whose
     compiled layers have only run over transformers' own forwards, not Unsloth's patched ones."""
     if requested not in ("auto", "transformers", "unsloth"):
         raise ValueError(f"train.backend: unknown backend {requested!r}; expected auto, transformers or unsloth")
@@ -47,7 +47,7 @@ def resolve_backend(requested: str, weights_on_disk: bool = True, packing: bool 
         raise RuntimeError("train.fp8: true with train.backend: unsloth: Unsloth's LoRA kernels read the base weights "
                            "themselves, past the FP8 linears; use train.backend: auto or transformers, or train.fp8: "
                            "false")
-    if compiled:
+    if compile:
         raise RuntimeError("train.compile: true with train.backend: unsloth: Unsloth patches the layers' forwards with "
                            "kernels of its own, which train.compile has never compiled; use train.backend: auto or "
                            "transformers, or train.compile: false")
