@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import filecmp
 import functools
 import hashlib
 import json
@@ -116,6 +117,36 @@ def atomic_dir(out_dir: str | Path, keep: tuple[str, ...] = ()) -> Iterator[Path
             shutil.rmtree(old)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the unfinished folder, or the old one after an exchange
+
+
+def link_onto(source: Path, target: Path) -> bool:
+    """Replace `target` with a hard link to `source` (atomically); False, nothing changed, where the two cannot be
+    linked (another file system).
+
+    Why: DVC links an output's file to its cache object only when it adds the object; a file whose bytes it has
+    cached already (the base's tokenizer in every variant, a plan's tensors) stays a second copy on disk. Linked to
+    the cached file, it is one inode. The link is made under a temp name beside `target`, not through atomic_file,
+    whose chmod would reach the shared inode."""
+    link = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    link.unlink(missing_ok=True)
+    try:
+        os.link(source, link)
+    except OSError:
+        return False
+    os.replace(link, target)
+    return True
+
+
+def link_identical_files(folder: Path, source_folder: Path) -> list[str]:
+    """Hard-link each file of `folder` onto the file of the same name in `source_folder` where their bytes are
+    equal (`link_onto`); the names linked. Compared in buffers, stopping at the first difference: a fine-tuned
+    checkpoint beside the base's differs within its first megabytes."""
+    linked = []
+    for target in sorted(p for p in folder.iterdir() if p.is_file()):
+        source = source_folder / target.name
+        if source.is_file() and filecmp.cmp(source, target, shallow=False) and link_onto(source, target):
+            linked.append(target.name)
+    return linked
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict], sort_key: str | tuple[str, ...] | None = None) -> int:

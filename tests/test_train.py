@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import filecmp
 import json
 import logging
 import os
@@ -210,6 +211,19 @@ def test_none_saves_the_untrained_planned_architecture(trained, project):
     reference = apply_plan(load_base(project / "models" / "base")[0], PLAN)
     ids = sample_ids(tokenizer)
     assert torch.equal(logits(model, ids), logits(reference, ids))
+
+
+@pytest.mark.parametrize("name", ["baseline", "full", "lora"])
+def test_a_variants_files_equal_to_the_bases_are_links_to_them(trained, project, name):
+    """DVC keeps a second copy of bytes it has cached already: the tokenizer files every variant shares with the base
+    are hard links to the base's (one inode), and nothing that differs is linked."""
+    _, out, _ = trained(name)
+    base = project / "models" / "base"
+    shared = [f.name for f in out.iterdir() if (base / f.name).is_file() and filecmp.cmp(base / f.name, f, False)]
+    assert "tokenizer.json" in shared
+    assert all(os.path.samefile(base / n, out / n) for n in shared)
+    assert not any(os.path.samefile(base / f.name, f) for f in out.iterdir() if f.name not in shared
+                   and (base / f.name).is_file())
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from bmw.io import atomic_file, write_json
+from bmw.io import atomic_file, link_onto, write_json
 
 PLANS_DIR = Path("models/plans")
 PLAN_KEYS = ("type", "layers_before", "layers_after", "operations")
@@ -98,11 +97,4 @@ def _link_same(plan_file: str | Path | None, hashes: dict[str, str], target: Pat
     stored = load_file(source)
     if {key: tensor_sha256(tensor) for key, tensor in stored.items()} != hashes:
         return False
-    link = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")  # atomic_file would chmod the shared inode
-    link.unlink(missing_ok=True)
-    try:
-        os.link(source, link)
-    except OSError:  # another file system: write the copy
-        return False
-    os.replace(link, target)
-    return True
+    return link_onto(source, target)  # False on another file system: the copy is written

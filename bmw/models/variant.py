@@ -9,7 +9,7 @@ Layout of `models/variants/<name>/`:
 - `lora`: `adapter_config.json` + `adapter_model.safetensors`, rebuilt on base + plan;
 - `base` (an untrained variant): no weights at all, rebuilt as base + plan: its weights are the base's, and a copy
   would store them twice (16 GB at Qwen3-8B's size);
-- the tokenizer, always.
+- the tokenizer, always; its files that equal the base's are hard links to them (DVC would keep a copy).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from bmw.io import atomic_dir, sha256_bytes, write_json
+from bmw.io import atomic_dir, link_identical_files, sha256_bytes, write_json
 from bmw.models.base import load_base
 from bmw.models.identity import base_identity, identity_differences
 from bmw.models.plan import load_plan, save_plan
@@ -56,6 +56,9 @@ def save_variant(
         if model is not None:
             model.save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
+        base_dir = Path(manifest["base"]["path"])
+        if base_dir.is_dir():  # the tokenizer files the base holds too: one inode (link_identical_files)
+            link_identical_files(tmp, base_dir)
         save_plan(tmp / PLAN, plan, tensors_from=plan_file)
         if fmt != "full":  # rebuilt from base + plan at load: which ones, so that others are refused
             manifest = {**manifest, "base": manifest["base"] | {"identity": base_identity(manifest["base"]["path"])},
