@@ -61,7 +61,7 @@ def test_no_output_is_stored_twice(pipeline_clone):
     them. DVC leaves a file whose bytes are already in the cache as it is: a variant's tokenizer files, the base's
     bytes, are hard links to the base's for that reason (save_variant, tests/test_train.py). A stage that runs again
     and writes the same bytes leaves a copy too: this clone's second repro (base tiny) rewrites the data splits
-    unchanged, 256 KB in all, copies until `dvc checkout --relink`."""
+    unchanged (a few hundred KB), copies until `dvc checkout --relink`."""
     from dvc.repo import Repo
 
     with Repo(str(pipeline_clone)) as repo:
