@@ -19,6 +19,7 @@ import copy
 from typing import Sequence
 
 import torch
+from peft import PeftModel
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -26,8 +27,9 @@ MERGE_RULES = ("rdsc", "last")
 MERGE_SCOPES = ("linear", "all")
 
 
-def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
-    return model.get_decoder().layers
+def decoder_layers(model: PreTrainedModel | PeftModel) -> nn.ModuleList:
+    """The decoder's layers; of a PEFT model, its base model's (adapters included)."""
+    return (model.get_base_model() if isinstance(model, PeftModel) else model).get_decoder().layers
 
 
 def layer_types(model: PreTrainedModel) -> list[str | None]:

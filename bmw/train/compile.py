@@ -16,7 +16,6 @@ filled best-fit, so the padding is a few percent, and the padded positions are o
 
 from __future__ import annotations
 
-from peft import PeftModel
 from torch import nn
 
 from bmw.models.surgery import decoder_layers
@@ -25,7 +24,7 @@ from bmw.models.surgery import decoder_layers
 def compile_decoder_layers(model: nn.Module) -> int:
     """Compile each decoder layer's forward in place (nn.Module.compile: activation checkpointing, PEFT's adapters and
     FP8 linears inside a layer are compiled with it); the number of layers compiled."""
-    layers = decoder_layers(model.get_base_model() if isinstance(model, PeftModel) else model)
+    layers = decoder_layers(model)
     for layer in layers:
         layer.compile()
     return len(layers)

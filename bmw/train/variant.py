@@ -7,7 +7,6 @@ import math
 import shutil
 from pathlib import Path
 
-from peft import PeftModel
 
 from bmw.io import atomic_dir, sha256_bytes, write_json
 from bmw.models.base import BASE_DIR, compute_dtype, load_base, model_device
@@ -73,7 +72,7 @@ def train_variant(
     else:
         model, tokenizer = load_base(base_dir, dtype)
         model = apply_plan(model, plan)
-    layers = len(decoder_layers(model.get_base_model() if isinstance(model, PeftModel) else model))
+    layers = len(decoder_layers(model))
     manifest = {
         "name": name,
         "method": variant.method,
