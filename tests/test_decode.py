@@ -1,11 +1,16 @@
 """The eval's own decoding loop (bmw.eval.decode) on CPU, where its step runs eagerly: greedy output against
 transformers' `generate` on left-padded batches (tiny Qwen3, a LaCo-merged one, SmolLM2), log-probabilities against a
-teacher-forced forward, seeding, stop tokens, top-p, and the step traced whole by torch.compile (as CUDA compiles it)."""
+teacher-forced forward, seeding, stop tokens, top-p, the step traced whole by torch.compile (as CUDA compiles it), and
+the compiled step's ablations (fused projections, compiled choice) compiled by inductor on the CPU."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
+from torch._inductor import config as inductor_config
+from torch._inductor.utils import run_and_get_code
 
 import bmw.eval.decode as decoding
 from bmw.models.base import load_base
@@ -245,3 +250,58 @@ def test_the_compiled_step_reads_the_cache_without_copying_it(tiny, tok):
     for call in calls:
         query, key, value = (a.meta["example_value"].shape for a in call.args[:3])
         assert query[1:3] == (kv_heads, heads // kv_heads) and key[1] == value[1] == kv_heads
+
+
+# the GEMMs of inductor's CPU code: ATen's, or oneDNN/MKL's once freezing has packed the weights
+GEMM = re.compile(r"(extern_kernels\.(?:mm|addmm)|torch\.ops\.mkl\._mkl_linear\.default|"
+                  r"torch\.ops\.mkldnn\._linear_pointwise\.default)\(")
+
+
+def test_fused_projections_run_one_gemm_for_qkv_and_one_for_gate_up(tok, monkeypatch):
+    """What CUDA compiles with `fuse_projections`, compiled by inductor on the CPU (its concatenation of linears
+    switched on, as it is on CUDA): q/k/v and gate/up one GEMM each, three fewer per layer than the unfused step; the
+    eager tokens and log-probabilities across two read buckets; and two models of different weights each decode with
+    their own, frozen into graphs of their own (the parameters are guarded by identity), not the other's."""
+    models = [apply_plan(build_tiny_model(seed, tok), PLANS["tiny4"]).eval() for seed in (7, 8)]
+    batch = left_padded(tok, PROMPTS)
+    sampled = {"seed": 1, "temperature": 0.7, "top_p": 0.9, "read_bucket": 5}
+    eager = [run(m, tok, batch, 12, **sampled) for m in models]
+    assert not torch.equal(eager[0].tokens, eager[1].tokens)
+    torch._dynamo.reset()
+    monkeypatch.setattr(decoding, "_compiled_forward", torch.compile(decoding._forward, fullgraph=True))
+    monkeypatch.setattr(decoding, "_compiled_fused_forward", torch.compile(decoding._fused_forward, fullgraph=True))
+    monkeypatch.setattr(decoding, "compiles", lambda model: True)
+    with inductor_config.patch({"cpp.enable_concat_linear": True}):
+        _, (unfused,) = run_and_get_code(run, models[0], tok, batch, 4, fuse_projections=False)
+        torch._dynamo.utils.counters.clear()
+        fused, codes = run_and_get_code(lambda: [run(m, tok, batch, 12, fuse_projections=True, **sampled)
+                                                 for m in models])
+    # the first model's two buckets, exact then symbolic; the second model's own, symbolic already
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3
+    layers = models[0].config.num_hidden_layers
+    assert len(GEMM.findall(unfused)) == 7 * layers + 1  # + the LM head
+    assert [len(GEMM.findall(code)) for code in codes] == [4 * layers + 1] * 3
+    for e, f in zip(eager, fused):
+        assert torch.equal(e.tokens, f.tokens)
+        torch.testing.assert_close(e.logprobs, f.logprobs, rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()
+
+
+def test_compiled_choice_equals_the_eager_one(tiny, tok, monkeypatch):
+    """`compile_choice` compiled by inductor on the CPU, top-p's sort and cumulative sum left eager: the eager tokens
+    for greedy, top-p and plain sampling, and their log-probabilities to float32 rounding (inductor sums the
+    log-softmax in another order)."""
+    batch = left_padded(tok, PROMPTS)
+    settings = [{}, {"seed": 1, "temperature": 0.7, "top_p": 0.9}, {"seed": 2, "temperature": 1.0, "top_p": 1.0}]
+    eager = [run(tiny, tok, batch, 10, **s) for s in settings]
+    torch._dynamo.reset()
+    monkeypatch.setattr(decoding, "_compiled_forward", decoding._forward)
+    monkeypatch.setattr(decoding, "compiles", lambda model: True)
+    torch._dynamo.utils.counters.clear()
+    compiled = [run(tiny, tok, batch, 10, compile_choice=True, **s) for s in settings]
+    # one graph for greedy, two around the eager sort for top-p, one for plain sampling
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 4
+    for e, c in zip(eager, compiled):
+        assert torch.equal(e.tokens, c.tokens)
+        torch.testing.assert_close(e.logprobs, c.logprobs, rtol=1e-6, atol=1e-6)
+    torch._dynamo.reset()

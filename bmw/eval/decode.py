@@ -25,7 +25,19 @@ distribution exactly. No RNG state lives in a graph, and a seed gives the same s
 The host looks at the finished mask only every `check_every` steps (a sync) and stops once every row has emitted a
 stop token; a finished row emits `pad_id` with log-probability 0 meanwhile.
 
-On a CPU, and for a model transformers does not mark compilable, the very same forward runs eagerly.
+Two ablations of the compiled step, off by default (`decode`'s `fuse_projections` and `compile_choice`):
+- Fused projections: the step compiled with inductor's freezing, which bakes the weights into the graph as constants
+  and concatenates those of matmuls sharing an input, so q/k/v become one GEMM and gate/up another (the small k/v
+  GEMMs ran at half the bandwidth of the others on an H100). Dynamo reads `freezing` from the global inductor config
+  while it traces (`torch.compile(options={"freezing": True})` alone leaves the weights graph inputs and fuses nothing),
+  so the call is made under a config patch; frozen, every parameter is guarded by identity, so another model compiles
+  graphs of its own (`recompile_limit`: 4 models a process, two graphs each), and a compiled model's weights stay
+  alive with its graphs. Its cost: each graph holds its own concatenated copy of q/k/v and gate/up (9.1 GB at
+  Qwen3-8B's shape in bfloat16, and a model compiles two graphs), and weights changed in place are not seen.
+- Compiled choice: `_choose` compiled (no CUDA graphs: its outputs are kept across steps) except top-p's sort and
+  cumulative sum (`_ranked`), which stay eager: inductor failed on the scan fused with the reductions around it.
+
+On a CPU, and for a model transformers does not mark compilable, the very same forward and choice run eagerly.
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from torch._inductor import config as inductor_config
 from torch.nn import functional as F
 from transformers import AttentionInterface, StaticCache
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -62,8 +75,8 @@ def _choose(logits: torch.Tensor, finished: torch.Tensor, noise: torch.Tensor | 
         if top_p < 1.0:
             # top-p keeps the most likely tokens until their mass reaches top_p (the first always stays): a token
             # goes when the tokens ranked above it already hold top_p
-            probs, order = probs.sort(-1, descending=True)
-            probs = probs.masked_fill(probs.cumsum(-1) - probs >= top_p, 0.0)
+            probs, order, above = _ranked(probs)
+            probs = probs.masked_fill(above >= top_p, 0.0)
             token = order.gather(-1, (probs / -noise.log()).argmax(-1, keepdim=True)).squeeze(-1)
         else:
             token = (probs / -noise.log()).argmax(-1)  # E = -log U > 0 for U in [0, 1)
@@ -71,6 +84,18 @@ def _choose(logits: torch.Tensor, finished: torch.Tensor, noise: torch.Tensor | 
     token = torch.where(finished, pad_id, token)
     logprob = torch.where(finished, 0.0, logprob)
     return token, logprob, finished | torch.isin(token, stops)
+
+
+@torch.compiler.disable
+def _ranked(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The probabilities sorted in descending order, their token ids, and the mass ranked above each. Eager even
+    within a compiled `_choose`: inductor could not compile the cumulative sum fused with the reductions around it."""
+    probs, order = probs.sort(-1, descending=True)
+    return probs, order, probs.cumsum(-1) - probs
+
+
+# graphs for greedy and sampled choices, and for each top-p; dynamic=None as for the forward (below)
+_compiled_choose = torch.compile(_choose)
 
 
 def _forward(model, cache: StaticCache, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
@@ -133,11 +158,28 @@ def _grouped_attention(model):
 # it whole: such a slice is the tensor itself, which compiled a graph of its own.
 READ_BUCKET = 128
 
-# Only the forward is compiled: inductor cannot lower top-p's cumulative sum over the vocabulary fused with the
-# reductions around it ("NYI TritonSplitDimKernel reductions", torch 2.11 on an H100), and the choice is a handful
-# of kernels per step. dynamic=None: the first (batch, cache length) is compiled for its exact shape, a second one
-# recompiles once with symbolic sizes; CUDA graphs are recorded per shape either way
+# By default only the forward is compiled: inductor cannot lower top-p's cumulative sum over the vocabulary fused with
+# the reductions around it ("NYI TritonSplitDimKernel reductions", torch 2.11 on an H100), and the choice is a handful
+# of kernels per step (`compile_choice` compiles the rest of it). dynamic=None: the first (batch, cache length) is
+# compiled for its exact shape, a second one recompiles once with symbolic sizes; CUDA graphs are recorded per shape
+# either way
 _compiled_forward = torch.compile(_forward, mode="reduce-overhead")
+
+
+def _fused_forward(model, cache: StaticCache, token: torch.Tensor, position: torch.Tensor, mask: torch.Tensor,
+                   attended: int | None = None):
+    """`_forward` under a code object of its own: dynamo keeps graphs per code object, and the unfused step's graphs
+    would otherwise serve a fused call of the same model and shapes (their guards pass), or the reverse."""
+    return _forward(model, cache, token, position, mask, attended)
+
+
+_compiled_fused_forward = torch.compile(_fused_forward, mode="reduce-overhead")
+
+
+def _frozen_forward(*args):
+    """The fused step (module docstring): compiled with the weights frozen into the graph."""
+    with inductor_config.patch(freezing=True):
+        return _compiled_fused_forward(*args)
 
 
 class _Cache(StaticCache):
@@ -194,12 +236,15 @@ _warned: set[type] = set()
 @torch.no_grad()
 def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_new_tokens: int,
            stop_ids: list[int], pad_id: int, do_sample: bool, temperature: float = 1.0, top_p: float = 1.0,
-           generator: torch.Generator | None = None, check_every: int = 16, read_bucket: int = READ_BUCKET) -> Decoded:
+           generator: torch.Generator | None = None, check_every: int = 16, read_bucket: int = READ_BUCKET,
+           fuse_projections: bool = False, compile_choice: bool = False) -> Decoded:
     """Up to `max_new_tokens` tokens continuing each row of the left-padded `input_ids` (B, P).
 
     Greedy when `do_sample` is false; else sampled at `temperature` among the top-p mass, with noise from
     `generator` (on the model's device). A row ends at its first token of `stop_ids`. A model on SDPA attention
-    reads the cache up to the next multiple of `read_bucket` new tokens (`READ_BUCKET`).
+    reads the cache up to the next multiple of `read_bucket` new tokens (`READ_BUCKET`). Where the step compiles
+    (`compiles`), `fuse_projections` freezes its weights so that q/k/v and gate/up each run as one GEMM, and
+    `compile_choice` compiles the choice of the next token too (module docstring).
     """
     with _grouped_attention(model) as grouped:
         batch, prompt_len = input_ids.shape
@@ -219,11 +264,13 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
         logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1]
         vocab = logits.shape[-1]
-        token, logprob, finished = _choose(logits, torch.zeros(batch, dtype=torch.bool, device=device),
-                                           noise(vocab), **settings)
+        compiled = compiles(model)
+        choose = _compiled_choose if compiled and compile_choice else _choose
+        token, logprob, finished = choose(logits, torch.zeros(batch, dtype=torch.bool, device=device),
+                                          noise(vocab), **settings)
         del logits
         position = positions[:, -1:] + 1
-        forward = _compiled_forward if compiles(model) else _forward
+        forward = (_frozen_forward if fuse_projections else _compiled_forward) if compiled else _forward
         tokens, logprobs = [token], [logprob]
         for t in range(1, max_new_tokens):
             if t % check_every == 0 and bool(finished.all()):
@@ -232,7 +279,7 @@ def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, max_
             attended = min(prompt_len + -(-t // read_bucket) * read_bucket, length - 1) if grouped else None
             # the choice reads the logits before the next replay overwrites them (CUDA graphs reuse their outputs)
             logits = forward(model, cache, token, position, mask, attended)
-            token, logprob, finished = _choose(logits, finished, noise(vocab), **settings)
+            token, logprob, finished = choose(logits, finished, noise(vocab), **settings)
             position = position + 1
             tokens.append(token)
             logprobs.append(logprob)

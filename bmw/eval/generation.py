@@ -88,13 +88,14 @@ def generate(
     seed: int,
     do_sample: bool = True,
     num_return_sequences: int = 1,
+    **step_options: bool,
 ) -> list[list[Generation]]:
     """`num_return_sequences` generations per chat-rendered prompt, in prompt order.
 
     Prompts are left-padded in batches of about `params.generation_batch_size` sequences, so the samples of several
     prompts decode together (one decode step costs about the same for 5 rows as for 40). Sampling uses
     `params.temperature` / `params.top_p` (no top-k) and is seeded per batch, so a prompt's samples do not
-    depend on what ran before its batch.
+    depend on what ran before its batch. `step_options`: `decode`'s ablations of its compiled step (the benchmark's).
     """
     stops = stop_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
@@ -119,6 +120,7 @@ def generate(
                 temperature=params.temperature,
                 top_p=params.top_p,
                 generator=generator,
+                **step_options,
             )
             rows = [_generation(tokenizer, ids, lp, stops)
                     for ids, lp in zip(out.tokens.tolist(), out.logprobs.tolist())]
