@@ -15,7 +15,7 @@ from transformers import Qwen3ForCausalLM
 from bench.model.cli import main, parse_args, plan_runs, table
 from bench.model.curves import compare
 from bench.model.data import synthetic_dataset
-from bench.model.evals import generation_throughput
+from bench.model.evals import GEN_ENGINES, generation_throughput
 from bench.model.flops import flops_per_token, matmul_params
 from bench.model.shapes import build_model, default_plan
 from bench.model.train import RunSpec, _attention, make_trainer, run_training, tuned_attention
@@ -169,7 +169,7 @@ def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys, mon
     assert "the noise" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("engine", ["project", "hf-static"])
+@pytest.mark.parametrize("engine", GEN_ENGINES)
 def test_generation_throughput_times_each_engine(engine):
     tokenizer = load_tiny_tokenizer()
     model = build_model("tiny", "original", CPU)[0].eval()

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from bench.model.curves import compare, curve_runs, plot
-from bench.model.evals import generation_throughput, perplexity_throughput
+from bench.model.evals import GEN_ENGINES, generation_throughput, perplexity_throughput
 from bench.model.shapes import SHAPES, TYPES, build_model
 from bench.model.train import PEERS, RunSpec, run_training
 from bench.model.unsloth_peer import SITE, run_unsloth
@@ -226,9 +226,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--se-prompts", type=int, default=5)
     p.add_argument("--se-samples", type=int, default=8)
     p.add_argument("--new-tokens", type=int, default=512)
-    p.add_argument("--gen-engine", type=_csv(("project", "hf-static")), default=["project"],
-                   help="decoder(s) to time sampling with: the eval's own loop, and/or transformers' generate with a "
-                        "static cache (what the eval used before)")
+    p.add_argument("--gen-engine", type=_csv(GEN_ENGINES), default=["project"],
+                   help="decoder(s) to time sampling with: the eval's own loop (project; -fused: q/k/v and gate/up "
+                        "one GEMM each, -choice: the token's choice compiled too), and/or transformers' generate with "
+                        "a static cache (hf-static: what the eval used before)")
     p.add_argument("--out", default="bench.json")
     a = p.parse_args(argv)
     if a.seq < 16 or a.steps < 1 or a.warmup < 1:

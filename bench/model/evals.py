@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import time
+from functools import partial
 
 import torch
 
@@ -36,21 +37,30 @@ def perplexity_throughput(model, *, window: int, docs: int, batch: int, vocab: i
             "tokens_per_s": round(rate, 1), "mfu": round(mfu(rate, flops), 4)}
 
 
+# the project's loop with `decode`'s ablations of its compiled step: q/k/v and gate/up fused, the choice compiled
+PROJECT_ENGINES = {"project": {}, "project-fused": {"fuse_projections": True},
+                   "project-choice": {"compile_choice": True},
+                   "project-fused-choice": {"fuse_projections": True, "compile_choice": True}}
+GEN_ENGINES = (*PROJECT_ENGINES, "hf-static")
+
+
 def generation_throughput(model, tokenizer, *, prompts: int, samples: int, new_tokens: int,
                           engine: str = "project", profile: bool = False) -> dict:
     """Semantic entropy's sampling step (M samples per prompt, one batch) timed end to end, after a warm-up of the same
     shapes (compilation, CUDA graphs).
 
-    `engine`: "project" times the eval's `generate` (bmw.eval.decode's loop, its step compiled on a GPU); "hf-static"
-    the comparison baseline, what the eval did before: transformers' `generate` with a static cache (it compiles the
-    decoding step) and every step's logits kept for the sampled tokens' log-probabilities. `profile`: the call once
-    more under torch.profiler, after the timed one, and its top kernels (with CUDA graphs, the kernels they replay).
+    `engine`: "project" times the eval's `generate` (bmw.eval.decode's loop, its step compiled on a GPU), and
+    "project-fused", "project-choice", "project-fused-choice" the same with `decode`'s `fuse_projections` and/or
+    `compile_choice` (`PROJECT_ENGINES`); "hf-static" the comparison baseline, what the eval did before: transformers'
+    `generate` with a static cache (it compiles the decoding step) and every step's logits kept for the sampled tokens'
+    log-probabilities. `profile`: the call once more under torch.profiler, after the timed one, and its top kernels
+    (with CUDA graphs, the kernels they replay).
     """
     params = EvalParams(max_new_tokens=new_tokens, generation_batch_size=prompts * samples, se_samples=samples,
                         se_prompts=prompts)
     texts = [f"Summarise BMW Group press release number {i} in two sentences." for i in range(prompts)]
     rendered = [render_prompt(tokenizer, t, None, False) for t in texts]
-    run = {"project": _project, "hf-static": _hf_static}[engine]
+    run = _hf_static if engine == "hf-static" else partial(_project, **PROJECT_ENGINES[engine])
     run(model, tokenizer, rendered, params, samples)
     _sync()
     began = time.perf_counter()
@@ -70,8 +80,8 @@ def generation_throughput(model, tokenizer, *, prompts: int, samples: int, new_t
     return found
 
 
-def _project(model, tokenizer, rendered: list[str], params: EvalParams, samples: int) -> int:
-    out = generate(model, tokenizer, rendered, params, seed=0, num_return_sequences=samples)
+def _project(model, tokenizer, rendered: list[str], params: EvalParams, samples: int, **step_options: bool) -> int:
+    out = generate(model, tokenizer, rendered, params, seed=0, num_return_sequences=samples, **step_options)
     return sum(len(g.token_ids) for row in out for g in row)
 
 
