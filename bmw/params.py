@@ -271,8 +271,9 @@ class TrainParams(Strict):
     # Off until measured: `bmw bench model --ablate-fp8` (speed) and `--loss-curve` (loss against bf16's noise)
     fp8: bool = False
     # torch.compile of each decoder layer (bmw.train.compile), Liger's kernels off, packed batches padded to one shape.
-    # Off until measured: `bmw bench model --ablate-compile` (speed) and `--loss-curve` (loss against bf16's noise)
-    compile: bool = False
+    # auto: where `bmw bench model --ablate-compile` measured it faster with the loss curve within bf16's noise (one
+    # CUDA GPU, backend auto, packing, no activation checkpointing: bmw.train.config.compiles_layers); true: wherever
+    compile: bool | Literal["auto"] = "auto"
     # Several GPUs: the train stage relaunches itself under `accelerate launch` (DDP replicates the model,
     # FSDP shards weights, gradients and optimizer states); none, a CPU or a single GPU train in one process.
     distributed: Literal["none", "ddp", "fsdp"] = "none"
@@ -282,7 +283,7 @@ class TrainParams(Strict):
     @classmethod
     def _compiled_fsdp(cls, v: str, info: ValidationInfo) -> str:
         # FSDP2's all-gather hooks would run inside the compiled layers: never run, so refused
-        if v == "fsdp" and info.data.get("compile"):
+        if v == "fsdp" and info.data.get("compile") is True:
             raise ValueError("fsdp with train.compile: true has not been run; set train.compile: false, or ddp")
         return v
 

@@ -33,7 +33,7 @@ from bmw.models.variant import load_variant, save_variant
 from bmw.params import BaseModelParams, TrainParams, VariantParams, parse_params
 from bmw.train.backend import resolve_backend
 from bmw.train.checkpoints import resume_point
-from bmw.train.config import ensure_packing_safe, pad_multiple, run_config
+from bmw.train.config import compiles_layers, cuda_fast_args, ensure_packing_safe, pad_multiple, run_config
 from bmw.train.data import load_chat_split
 from bmw.train.sft import build_trainer, fit, validation_loss
 from bmw.train.summary import steady_tokens_per_second
@@ -474,6 +474,22 @@ def test_compiled_layers_train_as_eager_ones_on_one_batch_shape_and_one_graph(pr
 def test_batches_are_padded_to_what_fp8_and_compiled_packing_need(settings, multiple):
     train = TrainParams(**{"batch_size": 2, "max_length": 4096} | settings)
     assert pad_multiple(train) == multiple
+
+
+@pytest.mark.parametrize("settings, compiled", [
+    ({"packing": True}, True), ({}, False),  # unpacked: a length per batch, never measured compiled
+    ({"packing": True, "gradient_checkpointing": True}, False), ({"packing": True, "backend": "transformers"}, False),
+    ({"packing": True, "distributed": "ddp"}, False), ({"packing": True, "compile": False}, False),
+    ({"compile": True}, True), ({"compile": True, "gradient_checkpointing": True}, True),
+])
+def test_compile_auto_compiles_the_layers_only_where_they_were_measured_faster(monkeypatch, settings, compiled):
+    assert not compiles_layers(TrainParams(packing=True))  # this host: no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU host
+    monkeypatch.setattr("bmw.train.config.liger_runs", lambda: True)
+    train = TrainParams(**settings)
+    assert compiles_layers(train) == compiled
+    # inductor fuses what Liger's kernels would: they are on only for eager layers
+    assert cuda_fast_args(train) == ({} if train.backend != "auto" else {"use_liger_kernel": not compiled})
 
 
 def test_packing_keeps_sdpa_and_refuses_an_attention_that_mixes_examples(project):

@@ -66,7 +66,7 @@ def train_variant(
         check_fp8(model_device())
     backend = "none" if variant.method == "none" else resolve_backend(
         params.train.backend, weights_on_disk=read_marker(base_dir) is None, packing=params.train.packing,
-        fp8=params.train.fp8, compile=params.train.compile)
+        fp8=params.train.fp8, compile=params.train.compile is True)
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
     else:
