@@ -466,6 +466,29 @@ def test_compiled_layers_train_as_eager_ones_on_one_batch_shape_and_one_graph(pr
     assert compiled == pytest.approx(eager, rel=1e-4)
 
 
+def test_the_stage_trains_evaluates_and_saves_compiled_layers(project, tmp_path):
+    """train.compile through the stage's own code, as `auto` runs it on a GPU (here inductor on the CPU): evaluation
+    between steps, checkpoints, the best one reloaded into the compiled model, the variant saved. The variant holds
+    the model's own parameter names (no compiled wrapper's) and reloads; no step compiles a graph of its own."""
+    data = {**PARAMS, "train": {**PARAMS["train"], "compile": True, "packing": True}}
+    torch._dynamo.reset()
+    counters.clear()
+    out, metrics_dir = tmp_path / "variant", tmp_path / "metrics"
+    metrics = train_variant("full", parse_params(data), out, metrics_dir, tmp_path / "ck",
+                            base_dir=project / "models" / "base", plans_dir=project / "models" / "plans",
+                            data_dir=project / "data" / "processed")
+    assert metrics["trained"] and metrics["changed_tensors"] == 36 and metrics["steps"] >= 3
+    eval_curve = curve(metrics_dir / "plots" / "metrics" / "eval" / "loss.tsv")
+    assert len(eval_curve) >= 2 and metrics["best_eval_loss"] == min(v for _, v in eval_curve)
+    assert counters["stats"]["unique_graphs"] <= 2  # the training steps' graph and the evaluation's
+    reloaded, tokenizer = load_variant(out)
+    base, _ = load_base(project / "models" / "base")
+    planned = apply_plan(base, PLAN)
+    assert set(reloaded.state_dict()) == set(planned.state_dict())
+    ids = sample_ids(tokenizer)
+    assert not torch.allclose(logits(reloaded, ids), logits(planned, ids))
+
+
 @pytest.mark.parametrize("settings, multiple", [
     ({}, None), ({"packing": True}, None), ({"compile": True}, None),  # unpacked: a length per batch, dynamic
     ({"compile": True, "packing": True}, 2 * 4096), ({"fp8": True}, 16),
