@@ -137,16 +137,14 @@ def link_onto(source: Path, target: Path) -> bool:
     return True
 
 
-def link_identical_files(folder: Path, source_folder: Path) -> list[str]:
+def link_identical_files(folder: Path, source_folder: Path) -> None:
     """Hard-link each file of `folder` onto the file of the same name in `source_folder` where their bytes are
-    equal (`link_onto`); the names linked. Compared in buffers, stopping at the first difference: a fine-tuned
-    checkpoint beside the base's differs within its first megabytes."""
-    linked = []
+    equal (`link_onto`). Compared in buffers, stopping at the first difference: a fine-tuned checkpoint beside the
+    base's differs within its first megabytes."""
     for target in sorted(p for p in folder.iterdir() if p.is_file()):
         source = source_folder / target.name
-        if source.is_file() and filecmp.cmp(source, target, shallow=False) and link_onto(source, target):
-            linked.append(target.name)
-    return linked
+        if source.is_file() and filecmp.cmp(source, target, shallow=False):
+            link_onto(source, target)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict], sort_key: str | tuple[str, ...] | None = None) -> int:

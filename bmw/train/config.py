@@ -54,8 +54,8 @@ def cuda_fast_args(train: TrainParams) -> dict:
 
 def compiles_layers(train: TrainParams) -> bool:
     """Whether the decoder layers are compiled (bmw.train.compile). `train.compile: auto` compiles them where `bmw
-    bench model --ablate-compile` measured it (one H100, Qwen3-8B's shape, seq 4096: LoRA 1.10x, full fine-tuning
-    1.03-1.05x the eager path with Liger; the 200-step loss curves within bf16's noise): a single CUDA GPU, backend
+    bench model --ablate-compile` measured it (one H100, Qwen3-8B's shape, seq 4096: LoRA 1.09-1.10x, full fine-tuning
+    1.03-1.07x the eager path with Liger; the 200-step loss curves within bf16's noise): a single CUDA GPU, backend
     auto, packed batches (one shape to compile for) and no activation checkpointing (not measured compiled)."""
     if train.compile != "auto":
         return train.compile

@@ -7,7 +7,6 @@ import math
 import shutil
 from pathlib import Path
 
-
 from bmw.io import atomic_dir, sha256_bytes, write_json
 from bmw.models.base import BASE_DIR, compute_dtype, load_base, model_device
 from bmw.models.identity import base_identity
