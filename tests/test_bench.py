@@ -155,15 +155,16 @@ def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys, mon
           "1", "--curve-window", "3", "--ablate-fp8", "--ablate-compile", "--no-eval", "--out", str(out)])
     result = json.loads(out.read_text())
     runs = {r["run"].removeprefix("project/lora/original/auto").replace("/bigram", ""): r for r in result["train"]}
-    assert set(runs) == {"", "/fp8", "/seed1", "/no-liger/compiled"}
+    assert set(runs) == {"", "/seed1", "/no-liger/compiled", "/no-liger/fp8/compiled"}
     assert all(len(r["losses"]) == 5 and r["losses"][-1] == r["final_loss"] for r in runs.values())
-    assert runs["/fp8"]["losses"] != runs[""]["losses"]
+    assert runs["/no-liger/fp8/compiled"]["losses"] != runs[""]["losses"]
     # float32 on a CPU: the compiled layers compute what the eager ones do, to rounding
     assert runs["/no-liger/compiled"]["losses"] == pytest.approx(runs[""]["losses"], rel=1e-4)
     assert all(r["warmup_s"] > 0 for r in runs.values())  # the warm-up step, compilation included
     summary = result["loss_curve"]["lora"]
     assert summary["window"] == 3 and set(summary["within_noise"]) == {
-        "project/lora/original/auto/bigram/fp8", "project/lora/original/auto/no-liger/bigram/compiled"}
+        "project/lora/original/auto/no-liger/bigram/compiled",
+        "project/lora/original/auto/no-liger/bigram/fp8/compiled"}
     assert imread(out.with_suffix(".png")).shape[1] > 600
     assert result["environment"]["alloc_conf"] == "expandable_segments:True"
     assert "the noise" in capsys.readouterr().out
@@ -246,6 +247,10 @@ def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs():
     assert [r.name.removeprefix("project/").replace("/original/auto", "") for r in compiled] == [
         "lora/no-liger/bigram/compiled", "full/no-liger/bigram/compiled",  # before the first run with Liger
         "lora/bigram", "lora/bigram/seed1", "full/bigram", "full/bigram/seed1"]
+    compiled_fp8 = plan_runs(parse_args(["--methods", "lora", "--loss-curve", "200", "--ablate-compile",
+                                         "--ablate-fp8"]))
+    assert [r.name.removeprefix("project/lora/original/auto") for r in compiled_fp8] == [
+        "/no-liger/bigram/compiled", "/no-liger/bigram/fp8/compiled", "/bigram", "/bigram/seed1"]
     both = plan_runs(parse_args(["--methods", "lora", "--no-baseline", "--ablate-compile", "--ablate-fp8"]))
     assert [r.name for r in both] == ["project/lora/original/auto/no-liger/compiled",
                                       "project/lora/original/auto/no-liger/fp8/compiled",

@@ -23,12 +23,15 @@ NOISE_SEED = 1  # the reference runs use the trainer's seed 0
 
 def curve_runs(projects: list[RunSpec], steps: int, recipes: list[str], compile: bool = False) -> list[RunSpec]:
     """For each project run (one per method): bf16, FP8 for each of `recipes`, bf16 reseeded; `steps` in all.
-    `compile`: first of all, each method's bf16 run with compiled layers (without Liger's kernels, which the
-    other runs patch into transformers process-wide)."""
+    `compile`: the candidates run with compiled layers instead (bf16, then FP8 for each of `recipes`: what
+    `train.compile` trains with), first of all: without Liger's kernels, which the other runs patch into transformers
+    process-wide."""
     references = [replace(spec, bigram=True, steps=steps - spec.warmup) for spec in projects]
-    runs = [replace(reference, compile=True, liger=False) for reference in references] if compile else []
+    runs = [replace(reference, compile=True, liger=False, fp8=r) for reference in references
+            for r in [None, *recipes]] if compile else []
+    eager_recipes = [] if compile else recipes
     for reference in references:
-        runs += [reference, *(replace(reference, fp8=r) for r in recipes), replace(reference, seed=NOISE_SEED)]
+        runs += [reference, *(replace(reference, fp8=r) for r in eager_recipes), replace(reference, seed=NOISE_SEED)]
     return runs
 
 
