@@ -18,7 +18,7 @@ from bench.model.data import synthetic_dataset
 from bench.model.evals import GEN_ENGINES, generation_throughput
 from bench.model.flops import flops_per_token, matmul_params
 from bench.model.shapes import build_model, default_plan
-from bench.model.train import RunSpec, _attention, make_trainer, run_training, tuned_attention
+from bench.model.train import RunSpec, _attention, compiled, make_trainer, patches_liger, run_training, tuned_attention
 from bmw.base.tiny import qwen3_8b_config
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.params import TrainParams, VariantParams
@@ -155,16 +155,16 @@ def test_bmw_bench_loss_curve_writes_every_step_and_a_plot(tmp_path, capsys, mon
           "1", "--curve-window", "3", "--ablate-fp8", "--ablate-compile", "--no-eval", "--out", str(out)])
     result = json.loads(out.read_text())
     runs = {r["run"].removeprefix("project/lora/original/auto").replace("/bigram", ""): r for r in result["train"]}
-    assert set(runs) == {"", "/seed1", "/no-liger/compiled", "/no-liger/fp8/compiled"}
+    assert set(runs) == {"", "/fp8", "/compiled", "/seed1"}  # a CPU: auto keeps the layers eager, the ablation compiles
+    assert [r["compiled_layers"] for r in runs.values()] == [run == "/compiled" for run in runs]
     assert all(len(r["losses"]) == 5 and r["losses"][-1] == r["final_loss"] for r in runs.values())
-    assert runs["/no-liger/fp8/compiled"]["losses"] != runs[""]["losses"]
+    assert runs["/fp8"]["losses"] != runs[""]["losses"]
     # float32 on a CPU: the compiled layers compute what the eager ones do, to rounding
-    assert runs["/no-liger/compiled"]["losses"] == pytest.approx(runs[""]["losses"], rel=1e-4)
+    assert runs["/compiled"]["losses"] == pytest.approx(runs[""]["losses"], rel=1e-4)
     assert all(r["warmup_s"] > 0 for r in runs.values())  # the warm-up step, compilation included
     summary = result["loss_curve"]["lora"]
     assert summary["window"] == 3 and set(summary["within_noise"]) == {
-        "project/lora/original/auto/no-liger/bigram/compiled",
-        "project/lora/original/auto/no-liger/bigram/fp8/compiled"}
+        "project/lora/original/auto/bigram/fp8", "project/lora/original/auto/bigram/compiled"}
     assert imread(out.with_suffix(".png")).shape[1] > 600
     assert result["environment"]["alloc_conf"] == "expandable_segments:True"
     assert "the noise" in capsys.readouterr().out
@@ -207,30 +207,44 @@ def test_generation_profile_names_where_the_decoding_time_goes():
     assert result["kernel_ms"] >= sum(k["self_ms"] for k in kernels) and result["device_busy"] > 0
 
 
-def test_bench_runs_every_run_without_liger_before_the_first_with_it():
-    """Liger patches transformers' Qwen3 classes process-wide: TRL's defaults and the no-Liger ablation first."""
-    runs = plan_runs(parse_args(["--methods", "lora,full", "--ablate-liger", "--ablate-casts", "--ablate-fused",
-                                 "--ablate-compile"]))
+def test_bench_runs_every_run_without_liger_before_the_first_with_it(monkeypatch):
+    """Liger patches transformers' Qwen3 classes process-wide: every run that turns it on comes after every run that
+    does not. The project's own runs are the train stage's (train.compile: auto): compiled, without Liger, on CUDA."""
+    flags = ["--methods", "lora,full", "--ablate-liger", "--ablate-casts", "--ablate-fused", "--ablate-compile"]
+    assert [r.name for r in plan_runs(parse_args(flags))] == [
+        "defaults/lora/original", "defaults/full/original",
+        "project/lora/original/auto", "project/full/original/auto",
+        "project/lora/original/auto/compiled", "project/full/original/auto/compiled",  # a CPU: auto is eager
+        "project/lora/original/auto/no-liger/eager", "project/full/original/auto/no-liger/eager",
+        "project/lora/original/auto/adapter-casts", "project/lora/original/auto/unfused",
+        "tuned/lora/original", "tuned/full/original",
+    ]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    runs = plan_runs(parse_args(flags))
     assert [r.name for r in runs] == [
         "defaults/lora/original", "defaults/full/original",
-        "project/lora/original/auto/no-liger", "project/full/original/auto/no-liger",
-        "project/lora/original/auto/no-liger/compiled", "project/full/original/auto/no-liger/compiled",
-        "tuned/lora/original", "tuned/full/original",
+        "project/lora/original/auto", "project/full/original/auto",  # compiled on one CUDA GPU
+        "project/lora/original/auto/no-liger/eager", "project/full/original/auto/no-liger/eager",
         "project/lora/original/auto/adapter-casts", "project/lora/original/auto/unfused",
-        "project/lora/original/auto", "project/full/original/auto",
+        "tuned/lora/original", "tuned/full/original",
+        "project/lora/original/auto/eager", "project/full/original/auto/eager",  # the ablation: eager with Liger
     ]
-    without = [i for i, r in enumerate(runs) if r.mode == "defaults" or not r.liger]
-    assert max(without) < min(set(range(len(runs))) - set(without))
+    assert [compiled(r) for r in runs if r.mode == "project"] == [True, True, False, False, True, True, False, False]
+    patching = [patches_liger(r) for r in runs]
+    assert patching == sorted(patching) and sum(patching) == 4
+    ddp = plan_runs(parse_args(["--methods", "lora", "--baselines", "tuned", "--distributed", "lora=ddp"]))
+    assert [r.name for r in ddp] == ["tuned/lora/original", "project/lora/original/auto/ddp"]  # eager, Liger on
+    monkeypatch.undo()
     assert [r.name for r in plan_runs(parse_args(["--methods", "lora", "--baselines", "tuned"]))] == [
-        "tuned/lora/original", "project/lora/original/auto"]
+        "project/lora/original/auto", "tuned/lora/original"]
     tuned = plan_runs(parse_args(["--methods", "lora", "--baselines", "tuned", "--tuned-attn", "auto,sdpa"]))
-    assert [r.name for r in tuned] == ["tuned/lora/original", "tuned/lora/original/sdpa", "project/lora/original/auto"]
-    assert [_attention(r, torch.device("cuda")) for r in tuned[:2]] == ["flex_attention", "sdpa"]
+    assert [r.name for r in tuned] == ["project/lora/original/auto", "tuned/lora/original", "tuned/lora/original/sdpa"]
+    assert [_attention(r, torch.device("cuda")) for r in tuned[1:]] == ["flex_attention", "sdpa"]
     assert [r.name for r in plan_runs(parse_args(["--methods", "lora", "--no-baseline"]))] == [
         "project/lora/original/auto"]
 
 
-def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs():
+def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs(monkeypatch):
     runs = plan_runs(parse_args(["--methods", "lora,full", "--no-baseline", "--ablate-fp8",
                                  "--fp8-recipes", "tensorwise,rowwise", "--profile"]))
     assert [r.name for r in runs] == [
@@ -243,25 +257,30 @@ def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs():
                                         for s in ("", "/fp8", "/seed1")]
     assert {(r.steps + r.warmup, r.batch, r.bigram, r.profile) for r in curves} == {(200, 2, True, False),
                                                                                   (200, 1, True, False)}
-    compiled = plan_runs(parse_args(["--methods", "lora,full", "--loss-curve", "200", "--ablate-compile"]))
-    assert [r.name.removeprefix("project/").replace("/original/auto", "") for r in compiled] == [
-        "lora/no-liger/bigram/compiled", "full/no-liger/bigram/compiled",  # before the first run with Liger
-        "lora/bigram", "lora/bigram/seed1", "full/bigram", "full/bigram/seed1"]
-    compiled_fp8 = plan_runs(parse_args(["--methods", "lora", "--loss-curve", "200", "--ablate-compile",
-                                         "--ablate-fp8"]))
-    assert [r.name.removeprefix("project/lora/original/auto") for r in compiled_fp8] == [
-        "/no-liger/bigram/compiled", "/no-liger/bigram/fp8/compiled", "/bigram", "/bigram/seed1"]
-    both = plan_runs(parse_args(["--methods", "lora", "--no-baseline", "--ablate-compile", "--ablate-fp8"]))
-    assert [r.name for r in both] == ["project/lora/original/auto/no-liger/compiled",
-                                      "project/lora/original/auto/no-liger/fp8/compiled",
-                                      "project/lora/original/auto", "project/lora/original/auto/fp8"]
+    flipped = ["--methods", "lora,full", "--loss-curve", "200", "--ablate-compile"]
+    assert [r.name.removeprefix("project/").replace("/original/auto", "") for r in plan_runs(parse_args(flipped))] == [
+        "lora/bigram", "lora/bigram/compiled", "lora/bigram/seed1",  # a CPU: the reference is eager
+        "full/bigram", "full/bigram/compiled", "full/bigram/seed1"]
+    both = ["--methods", "lora", "--no-baseline", "--ablate-compile", "--ablate-fp8"]
+    assert [r.name.removeprefix("project/lora/original/auto") for r in plan_runs(parse_args(both))] == [
+        "", "/compiled", "/fp8/compiled", "/fp8"]
+    assert [r.name.removeprefix("project/lora/original/auto") for r in plan_runs(parse_args([*both, "--loss-curve",
+                                                                                              "200"]))] == [
+        "/bigram", "/bigram/fp8", "/bigram/compiled", "/bigram/seed1"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # auto compiles: the ablation is eager, with Liger
+    assert [r.name.removeprefix("project/").replace("/original/auto", "") for r in plan_runs(parse_args(flipped))] == [
+        "lora/bigram", "lora/bigram/seed1", "full/bigram", "full/bigram/seed1",
+        "lora/bigram/eager", "full/bigram/eager"]  # after every run without Liger
+    assert [r.name.removeprefix("project/lora/original/auto") for r in plan_runs(parse_args(both))] == [
+        "", "/fp8", "/eager", "/fp8/eager"]
     with pytest.raises(SystemExit):
         parse_args(["--loss-curve", "5", "--warmup", "5"])
 
 
 def test_loss_curves_compare_each_fp8_run_with_the_noise_of_two_bf16_runs():
     def run(fp8, seed, losses, method="lora"):
-        return {"run": f"{method}/{fp8}/{seed}", "method": method, "fp8": fp8, "seed": seed, "losses": losses}
+        return {"run": f"{method}/{fp8}/{seed}", "method": method, "fp8": fp8, "compile": "auto", "seed": seed,
+                "losses": losses}
 
     runs = [run(None, 0, [5.0, 4.0, 3.0, 2.0]), run("tensorwise", 0, [5.0, 4.1, 3.1, 1.9]),
             run("rowwise", 0, [5.0, 4.0, 3.4, 2.6]), run(None, 1, [5.2, 3.8, 3.2, 1.8]),

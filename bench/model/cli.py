@@ -24,7 +24,7 @@ import torch
 from bench.model.curves import compare, curve_runs, plot
 from bench.model.evals import GEN_ENGINES, generation_throughput, perplexity_throughput
 from bench.model.shapes import SHAPES, TYPES, build_model
-from bench.model.train import PEERS, RunSpec, run_training
+from bench.model.train import PEERS, RunSpec, compiled, patches_liger, run_training
 from bench.model.unsloth_peer import SITE, run_unsloth
 from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.io import write_json
@@ -54,34 +54,35 @@ def environment(device: torch.device, packages: tuple[str, ...] = PACKAGES) -> d
 
 
 def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
-    """TRL's defaults, the ablation without Liger, the compiled runs, tuned TRL, then each method's fast path, the
-    other attentions, the other model types (LoRA only by default) and the FP8 runs, then Unsloth's. Liger patches
-    transformers' Qwen3 classes and functions process-wide, so every run without it (TRL's defaults, the ablation,
-    the compiled layers) must come before the first run with it (tuned TRL and the project's runs, on CUDA);
-    Unsloth's runs are processes of their own.
+    """TRL's defaults, tuned TRL, each method's project path as the train stage runs it (`train.compile: auto`: its
+    layers compiled on one CUDA GPU) and its ablations, the other attentions, the other model types (LoRA only by
+    default) and the FP8 runs, then Unsloth's, in a process of its own each. Liger's kernels patch transformers' Qwen3
+    classes and functions process-wide, so every run that turns them on (tuned TRL, the eager project path on CUDA)
+    is moved after every run that does not, the order otherwise kept.
     `--loss-curve`: the loss-curve runs instead (curves.py)."""
     common = {m: {"method": m, "shape": a.shape, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
                   "batch": a.full_batch if m == "full" else a.batch} for m in a.methods}
     project = {m: {**common[m], "mode": "project", "distributed": a.distributed.get(m, "none"), "save": a.save}
                for m in a.methods}
     if a.loss_curve:
-        return curve_runs([RunSpec(attn=a.attn[0], **project[m]) for m in a.methods], a.loss_curve,
+        runs = curve_runs([RunSpec(attn=a.attn[0], **project[m]) for m in a.methods], a.loss_curve,
                           a.fp8_recipes if a.ablate_fp8 or not a.ablate_compile else [], a.ablate_compile)
+        return sorted(runs, key=patches_liger)
     runs = [RunSpec(mode="defaults", profile=a.profile, **common[m]) for m in a.methods if "defaults" in a.baselines]
-    if a.ablate_liger:
-        runs += [RunSpec(attn=a.attn[0], liger=False, **project[m]) for m in a.methods]
-    if a.ablate_compile:
-        runs += [RunSpec(attn=a.attn[0], liger=False, compile=True, fp8=r, profile=a.profile, **project[m])
-                 for m in a.methods for r in [None, *(a.fp8_recipes if a.ablate_fp8 else [])]]
     runs += [RunSpec(mode="tuned", attn=attn, profile=a.profile, **common[m])
              for m in a.methods for attn in a.tuned_attn if "tuned" in a.baselines]
+    runs += [RunSpec(attn=a.attn[0], profile=a.profile, **project[m]) for m in a.methods]
+    if a.ablate_compile:  # the other setting of train.compile than auto's here, with the FP8 recipes too
+        runs += [RunSpec(attn=a.attn[0], compile=not compiled(RunSpec(**project[m])), fp8=r, profile=a.profile,
+                         **project[m]) for m in a.methods for r in [None, *(a.fp8_recipes if a.ablate_fp8 else [])]]
+    if a.ablate_liger:
+        runs += [RunSpec(attn=a.attn[0], liger=False, compile=False, **project[m]) for m in a.methods]
     if a.ablate_casts and "lora" in a.methods:
         runs.append(RunSpec(attn=a.attn[0], adapter_casts=True, **project["lora"]))
     if a.ablate_fused and "lora" in a.methods:
         runs.append(RunSpec(attn=a.attn[0], unfused=True, **project["lora"]))
     if a.ablate_chunked_loss:
         runs += [RunSpec(attn=a.attn[0], chunked_loss=True, **project[m]) for m in a.methods]
-    runs += [RunSpec(attn=a.attn[0], profile=a.profile, **project[m]) for m in a.methods]
     runs += [RunSpec(attn=attn, **project[m]) for m in a.methods for attn in a.attn[1:]]
     runs += [RunSpec(type=t, attn=a.attn[0], **project[m])
              for m in a.methods if m in a.type_methods for t in a.types if t != "original"]
@@ -89,7 +90,7 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
         runs += [RunSpec(attn=a.attn[0], fp8=r, profile=a.profile, **project[m])
                  for m in a.methods for r in a.fp8_recipes]
     runs += [RunSpec(mode="unsloth", **common[m]) for m in a.methods if "unsloth" in a.baselines]
-    return runs
+    return sorted(runs, key=lambda r: (r.mode == "unsloth", patches_liger(r)))
 
 
 def table(results: dict) -> str:
@@ -179,7 +180,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true",
                    help="top kernels of warm-up steps 3-4 of each baseline, fast-path and FP8 run (needs --warmup "
                         ">= 5), and of one more call of each decoding engine")
-    p.add_argument("--ablate-liger", action="store_true", help="also run the fast path without Liger's kernels")
+    p.add_argument("--ablate-liger", action="store_true",
+                   help="also run the project's path eager (train.compile: false) without Liger's kernels")
     p.add_argument("--ablate-casts", action="store_true",
                    help="also run the LoRA fast path with PEFT's casts of adapter inputs to fp32 (its default)")
     p.add_argument("--ablate-chunked-loss", action="store_true",
@@ -187,16 +189,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ablate-fused", action="store_true",
                    help="also run the LoRA fast path with PEFT's own update (scale and add outside the GEMM)")
     p.add_argument("--ablate-compile", action="store_true",
-                   help="also run the fast path with its decoder layers compiled (train.compile), with each FP8 "
-                        "recipe too under --ablate-fp8; before any run with Liger's kernels")
+                   help="also run the project's path with the other setting of train.compile than auto's here: eager "
+                        "(with Liger's kernels) where auto compiles the decoder layers (one CUDA GPU), compiled where "
+                        "it does not; with each FP8 recipe too under --ablate-fp8")
     p.add_argument("--ablate-fp8", action="store_true",
                    help="also run the project's path with FP8 linears (train.fp8), once per --fp8-recipes")
     p.add_argument("--fp8-recipes", type=_csv(FP8_RECIPES), default=[FP8_RECIPES[0]],
                    help="torchao float8 recipe(s) of the FP8 runs (train.fp8 uses tensorwise)")
     p.add_argument("--loss-curve", type=int, default=0, metavar="N",
                    help="instead of the timing runs: N steps per method on bigram data in bf16, with FP8 (or, under "
-                        "--ablate-compile, compiled layers; both with --ablate-fp8 too) and in bf16 reseeded (the "
-                        "noise), every step's loss in the JSON and a PNG beside it")
+                        "--ablate-compile, with the other setting of train.compile; both with --ablate-fp8 too) and "
+                        "in bf16 reseeded (the noise), every step's loss in the JSON and a PNG beside it")
     p.add_argument("--curve-window", type=int, default=50, help="last steps the loss curves are compared over")
     p.add_argument("--distributed", type=_strategies, default={},
                    help="under accelerate launch: train.distributed per method, e.g. lora=ddp,full=fsdp")

@@ -2,7 +2,8 @@
 the bf16 path's?
 
 Per method, on the same bigram data (something to learn for N steps): the project's path in bf16, the candidates
-(the same run with FP8 linears, one per recipe; with its layers compiled, `--ablate-compile`), and bf16 again with
+(the same run with FP8 linears, one per recipe; under `--ablate-compile`, with the other setting of `train.compile`
+than auto's: eager where the layers compile, compiled where they do not), and bf16 again with
 another trainer seed (the data order, and for LoRA the adapter's initialisation): how far two bf16 runs differ by
 chance is the noise the candidates are measured against.
 """
@@ -16,22 +17,20 @@ from statistics import fmean
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bench.model.train import RunSpec
+from bench.model.train import RunSpec, compiled
 
 NOISE_SEED = 1  # the reference runs use the trainer's seed 0
 
 
-def curve_runs(projects: list[RunSpec], steps: int, recipes: list[str], compile: bool = False) -> list[RunSpec]:
+def curve_runs(projects: list[RunSpec], steps: int, recipes: list[str], flip_compile: bool = False) -> list[RunSpec]:
     """For each project run (one per method): bf16, FP8 for each of `recipes`, bf16 reseeded; `steps` in all.
-    `compile`: the candidates run with compiled layers instead (bf16, then FP8 for each of `recipes`: what
-    `train.compile` trains with), first of all: without Liger's kernels, which the other runs patch into transformers
-    process-wide."""
-    references = [replace(spec, bigram=True, steps=steps - spec.warmup) for spec in projects]
-    runs = [replace(reference, compile=True, liger=False, fp8=r) for reference in references
-            for r in [None, *recipes]] if compile else []
-    eager_recipes = [] if compile else recipes
-    for reference in references:
-        runs += [reference, *(replace(reference, fp8=r) for r in eager_recipes), replace(reference, seed=NOISE_SEED)]
+    `flip_compile`: with the bf16 run under the other setting of train.compile than the reference's (auto) too."""
+    runs = []
+    for spec in projects:
+        reference = replace(spec, bigram=True, steps=steps - spec.warmup)
+        flipped = [replace(reference, compile=not compiled(reference))] if flip_compile else []
+        runs += [reference, *(replace(reference, fp8=r) for r in recipes), *flipped,
+                 replace(reference, seed=NOISE_SEED)]
     return runs
 
 
@@ -60,13 +59,14 @@ def compare(runs: list[dict], window: int) -> dict:
 
 
 def candidate(run: dict) -> bool:
-    """Whether a run is one of the changes measured against bf16's noise (FP8, compiled layers)."""
-    return bool(run["fp8"] or run.get("compile"))
+    """Whether a run is one of the changes measured against bf16's noise (FP8, train.compile other than auto)."""
+    return bool(run["fp8"]) or run["compile"] != "auto"
 
 
 def label(run: dict) -> str:
-    return ((f"fp8 {run['fp8']}" if run["fp8"] else "bf16") + (", compiled" if run.get("compile") else "")
-            + (f", seed {run['seed']}" if run["seed"] else ""))
+    layers = "compiled" if run["compiled_layers"] else "eager"
+    return (f"fp8 {run['fp8']}" if run["fp8"] else "bf16") + f", {layers}" + (f", seed {run['seed']}" if run["seed"]
+                                                                              else "")
 
 
 def plot(runs: list[dict], summary: dict, path: Path) -> Path:

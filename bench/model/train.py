@@ -10,6 +10,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import TrainerCallback
@@ -24,7 +25,7 @@ from bmw.base.tokenizer import load_tiny_tokenizer
 from bmw.models.base import compute_dtype
 from bmw.models.variant import save_variant
 from bmw.params import TrainParams, VariantParams
-from bmw.train.config import CHECKPOINTING_ARG, FP8_RECIPES, liger_runs, lora_config, run_config
+from bmw.train.config import CHECKPOINTING_ARG, FP8_RECIPES, compiles_layers, liger_runs, lora_config, run_config
 from bmw.train.fast_lora import set_adapter_input_casts, set_fused_updates
 from bmw.train.launch import is_main_process, world_size
 from bmw.train.sft import build_trainer, gathered_state_dict
@@ -71,7 +72,9 @@ class RunSpec:
     save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
     chunked_loss: bool = False  # project runs on a CPU: True keeps TRL's chunked LM-head loss (the ablation)
     fp8: str | None = None  # project runs: the torchao float8 recipe of the decoder's linears (train.fp8: tensorwise)
-    compile: bool = False  # project runs: compile the decoder layers (train.compile; Liger off)
+    # project runs: train.compile. auto: the stage's own choice (compiled layers on one CUDA GPU, Liger's kernels off:
+    # bmw.train.config.compiles_layers); True compiles them wherever the run is; False keeps them eager (with Liger)
+    compile: bool | Literal["auto"] = "auto"
     seed: int = 0  # project runs: the trainer's seed (data order; LoRA's adapter initialisation)
     bigram: bool = False  # train on bigram walks, which have something to learn (loss curves), not uniform tokens
 
@@ -84,7 +87,7 @@ class RunSpec:
                 + ("" if self.distributed == "none" else f"/{self.distributed}")
                 + ("/chunked-loss" if self.chunked_loss else "") + ("/bigram" if self.bigram else "")
                 + {None: "", FP8_RECIPES[0]: "/fp8"}.get(self.fp8, f"/fp8-{self.fp8}")
-                + ("/compiled" if self.compile else "")
+                + {True: "/compiled", False: "/eager"}.get(self.compile, "")
                 + (f"/seed{self.seed}" if self.seed else ""))
 
 
@@ -138,6 +141,29 @@ def _attention(spec: RunSpec, device: torch.device) -> str:
     return "sdpa" if spec.attn == "auto" else spec.attn
 
 
+def train_params(spec: RunSpec) -> TrainParams:
+    """The train params of a project run. backend auto is the project's fast path; a forced attention runs under
+    backend transformers, which keeps the attention the model was built with."""
+    return TrainParams(
+        backend="auto" if spec.attn == "auto" else "transformers", max_length=spec.seq, batch_size=spec.batch,
+        packing=True, warmup_ratio=0.0, eval_steps=10**6, gradient_checkpointing=False, distributed=spec.distributed,
+        fp8=spec.fp8 is not None, compile=spec.compile,
+    )
+
+
+def compiled(spec: RunSpec, cuda: bool | None = None) -> bool:
+    """Whether a project run compiles its decoder layers (on a CUDA GPU if `cuda`; None: here)."""
+    return spec.mode == "project" and compiles_layers(train_params(spec), cuda)
+
+
+def patches_liger(spec: RunSpec) -> bool:
+    """Whether the run, on a CUDA GPU with liger-kernel, turns Liger's kernels on: they patch transformers' Qwen3
+    classes and functions for the whole process, so every run after it would run them too."""
+    if spec.mode == "tuned":
+        return True
+    return spec.mode == "project" and spec.liger and spec.attn == "auto" and not compiled(spec, cuda=True)
+
+
 def bench_variant(spec: RunSpec) -> VariantParams:
     """The variant every run trains: the params' adapter for LoRA (r, alpha, all linears), the method's lr."""
     return VariantParams(method=spec.method, epochs=1, lr=1e-5 if spec.method == "full" else 2e-4)
@@ -156,13 +182,7 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
     """The SFTTrainer of `spec` (the project's or a peer's) on `model`, which has the attention _attention picks."""
     variant = bench_variant(spec)
     if spec.mode == "project":
-        # backend auto is the project's fast path; a forced attention runs under backend transformers, which keeps
-        # the attention the model was built with
-        train = TrainParams(
-            backend="auto" if spec.attn == "auto" else "transformers", max_length=spec.seq, batch_size=spec.batch,
-            packing=True, warmup_ratio=0.0, eval_steps=10**6, gradient_checkpointing=False,
-            distributed=spec.distributed, fp8=spec.fp8 is not None, compile=spec.compile,
-        )
+        train = train_params(spec)
         dtype = "bfloat16" if model.dtype == torch.bfloat16 else "float32"
         config = run_config(train, variant, spec.seed, out, dtype, compute_dtype(dtype, "auto"))
         config.fp8 = spec.fp8  # the recipe: train.fp8 is the first's
@@ -258,7 +278,8 @@ def run_training(spec: RunSpec, device: torch.device, prepare=setup) -> dict:
                 "layers": trained.config.num_hidden_layers, "matmul_params": matmul_params(trained),
                 "trainable_params": sum(p.numel() for p in trained.parameters() if p.requires_grad),
                 "packing": bool(args.packing), "activation_checkpointing": bool(args.gradient_checkpointing),
-                "liger": bool(args.use_liger_kernel), "optim": getattr(args.optim, "value", str(args.optim)),
+                "liger": bool(args.use_liger_kernel), "compiled_layers": compiled(spec),
+                "optim": getattr(args.optim, "value", str(args.optim)),
                 "bf16": bool(args.bf16),
                 "final_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
                 # every logged loss: every step's for the project's runs (logging_steps=1, bmw.train.config)

@@ -52,15 +52,17 @@ def cuda_fast_args(train: TrainParams) -> dict:
     return {"use_liger_kernel": liger_runs() and not compiles_layers(train)}
 
 
-def compiles_layers(train: TrainParams) -> bool:
+def compiles_layers(train: TrainParams, cuda: bool | None = None) -> bool:
     """Whether the decoder layers are compiled (bmw.train.compile). `train.compile: auto` compiles them where `bmw
     bench model --ablate-compile` measured it (one H100, Qwen3-8B's shape, seq 4096: LoRA 1.09-1.10x, full fine-tuning
     1.03-1.07x the eager path with Liger; the 200-step loss curves within bf16's noise): a single CUDA GPU, backend
-    auto, packed batches (one shape to compile for) and no activation checkpointing (not measured compiled)."""
+    auto, packed batches (one shape to compile for) and no activation checkpointing (not measured compiled).
+    `cuda`: whether a CUDA GPU trains; None, whether this process has one."""
     if train.compile != "auto":
         return train.compile
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     return (train.backend == "auto" and train.packing and not train.gradient_checkpointing
-            and train.distributed == "none" and torch.cuda.is_available())
+            and train.distributed == "none" and cuda)
 
 
 def distributed_args(train: TrainParams) -> dict:
