@@ -252,6 +252,8 @@ def test_fp8_runs_come_last_and_the_loss_curve_runs_replace_the_timing_runs(monk
         "project/lora/original/auto/fp8", "project/lora/original/auto/fp8-rowwise",
         "project/full/original/auto/fp8", "project/full/original/auto/fp8-rowwise"]
     assert all(r.profile for r in runs)  # the FP8 runs are profiled like the runs they are measured against
+    recast = plan_runs(parse_args(["--methods", "lora,full", "--no-baseline", "--ablate-fp8", "--ablate-recast"]))
+    assert [r.name.removeprefix("project/") for r in recast][-1:] == ["lora/original/auto/fp8/recast"]
     curves = plan_runs(parse_args(["--methods", "lora,full", "--loss-curve", "200", "--warmup", "5", "--profile"]))
     assert [r.name for r in curves] == [f"project/{m}/original/auto/bigram{s}" for m in ("lora", "full")
                                         for s in ("", "/fp8", "/seed1")]

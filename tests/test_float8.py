@@ -46,12 +46,14 @@ def test_lora_converts_the_base_layers_and_full_every_decoder_linear():
     assert fp8 == set(names)
     assert all(type(m) is nn.Linear for n, m in peft.named_modules() if "lora_" in n and isinstance(m, nn.Linear))
     assert type(peft.get_output_embeddings()) is nn.Linear
+    assert all(m.weight_fp8 is not None for m in peft.modules() if isinstance(m, Float8Linear))  # frozen: cast once
     assert convert_linears(peft) == []  # a second trainer on the model converts nothing again
 
     model = tiny()
     names = convert_linears(model, "rowwise")
     assert {n.rsplit(".", 1)[-1] for n in names} == LINEAR and len(names) == 3 * len(LINEAR)
     assert type(model.lm_head) is nn.Linear and type(model.model.embed_tokens) is nn.Embedding
+    assert all(m.weight_fp8 is None for m in model.modules() if isinstance(m, Float8Linear))  # trained: cast per use
     assert not fp8_eligible(model)(nn.Linear(64, 24), "model.layers.0.mlp.up_proj")  # 24 rows: not 16-aligned
     with pytest.raises(ValueError, match="FP8 recipe 'blockwise'"):
         convert_linears(model, "blockwise")
@@ -114,6 +116,32 @@ def test_a_frozen_weight_gets_no_gradient_gemm_and_the_same_numbers_as_torchao(r
     weight.grad = None
     fp8_linear(Float8Linear, weight, recipe)(x).backward(grad)
     assert torch.equal(weight.grad, reference)
+
+
+@pytest.mark.parametrize("recipe", FP8_RECIPES)
+def test_a_frozen_weight_cast_once_gives_the_numbers_of_one_cast_at_each_use(recipe):
+    """LoRA's frozen base weights are cast to float8 once (cast_frozen_weight): the outputs and input gradients equal,
+    bit for bit, those of casting at each use; both casts are column-major, the layout torch._scaled_mm reads; the
+    state dict holds the weight alone."""
+    torch.manual_seed(0)
+    weight = nn.Parameter(torch.randn(48, 64, dtype=torch.bfloat16) / 8, requires_grad=False)
+    x = torch.randn(3, 10, 64, dtype=torch.bfloat16)
+    grad = torch.randn(3, 10, 48, dtype=torch.bfloat16)
+    found = []
+    for cast_once in (False, True):
+        layer = fp8_linear(FrozenWeightFloat8Linear, weight, recipe)
+        if cast_once:
+            layer.cast_frozen_weight()
+        inputs = x.clone().requires_grad_()
+        out = layer(inputs)
+        out.backward(grad)
+        found.append((out, inputs.grad))
+    (out, grad_x), (once, once_grad_x) = found
+    assert torch.equal(once, out) and torch.equal(once_grad_x, grad_x)
+    forward_weight, grad_input_weight = layer.weight_fp8
+    assert forward_weight.shape == (64, 48) and grad_input_weight.shape == (48, 64)
+    assert all(w._data.stride() == (1, w.shape[0]) for w in layer.weight_fp8)
+    assert set(layer.state_dict()) == {"weight"}
 
 
 def test_the_compiled_fp8_matmul_is_one_graph_for_every_shape_and_equals_the_eager_one():

@@ -89,6 +89,9 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
     if a.ablate_fp8:
         runs += [RunSpec(attn=a.attn[0], fp8=r, profile=a.profile, **project[m])
                  for m in a.methods for r in a.fp8_recipes]
+    if a.ablate_recast and "lora" in a.methods:
+        runs += [RunSpec(attn=a.attn[0], fp8=r, recast=True, profile=a.profile, **project["lora"])
+                 for r in a.fp8_recipes]
     runs += [RunSpec(mode="unsloth", **common[m]) for m in a.methods if "unsloth" in a.baselines]
     return sorted(runs, key=lambda r: (r.mode == "unsloth", patches_liger(r)))
 
@@ -194,6 +197,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "it does not; with each FP8 recipe too under --ablate-fp8")
     p.add_argument("--ablate-fp8", action="store_true",
                    help="also run the project's path with FP8 linears (train.fp8), once per --fp8-recipes")
+    p.add_argument("--ablate-recast", action="store_true",
+                   help="also run LoRA with FP8 linears that cast the frozen base weights at each use, not once")
     p.add_argument("--fp8-recipes", type=_csv(FP8_RECIPES), default=[FP8_RECIPES[0]],
                    help="torchao float8 recipe(s) of the FP8 runs (train.fp8 uses tensorwise)")
     p.add_argument("--loss-curve", type=int, default=0, metavar="N",

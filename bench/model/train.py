@@ -72,6 +72,7 @@ class RunSpec:
     save: bool = False  # project runs: then gather (FSDP) and write the variant as the train stage does, timed
     chunked_loss: bool = False  # project runs on a CPU: True keeps TRL's chunked LM-head loss (the ablation)
     fp8: str | None = None  # project runs: the torchao float8 recipe of the decoder's linears (train.fp8: tensorwise)
+    recast: bool = False  # project FP8 runs: True casts the frozen weights at each use, not once (the ablation)
     # project runs: train.compile. auto: the stage's own choice (compiled layers on one CUDA GPU, Liger's kernels off:
     # bmw.train.config.compiles_layers); True compiles them wherever the run is; False keeps them eager (with Liger)
     compile: bool | Literal["auto"] = "auto"
@@ -87,6 +88,7 @@ class RunSpec:
                 + ("" if self.distributed == "none" else f"/{self.distributed}")
                 + ("/chunked-loss" if self.chunked_loss else "") + ("/bigram" if self.bigram else "")
                 + {None: "", FP8_RECIPES[0]: "/fp8"}.get(self.fp8, f"/fp8-{self.fp8}")
+                + ("/recast" if self.recast else "")
                 + {True: "/compiled", False: "/eager"}.get(self.compile, "")
                 + (f"/seed{self.seed}" if self.seed else ""))
 
@@ -200,6 +202,12 @@ def make_trainer(spec: RunSpec, model, tokenizer, dataset, out: Path) -> SFTTrai
             set_adapter_input_casts(trainer.model, enabled=True)
         if spec.unfused:
             set_fused_updates(trainer.model, enabled=False)
+        if spec.recast:  # before the first step: the layers compile lazily, with what the linears hold then
+            from bmw.train.float8 import FrozenWeightFloat8Linear
+
+            for module in trainer.model.modules():
+                if isinstance(module, FrozenWeightFloat8Linear):
+                    module.weight_fp8 = None
         return trainer
     # The peers set only the shape, the step count and the measurement; the same LoRA adapter as the project's.
     # defaults: TRL's (padding, no packing, activation checkpointing, fused AdamW, bf16 on GPU).

@@ -36,36 +36,48 @@ def _cast(t: torch.Tensor, cast: CastConfig, config: Float8LinearConfig, mm: Lin
                                        round_scales_to_power_of_2=config.round_scales_to_power_of_2)
 
 
+def weight_casts(weight: torch.Tensor, config: Float8LinearConfig, mm: LinearMMConfig):
+    """A frozen weight's two float8 operands: weightᵀ for the forward GEMM, weight for the input gradient's, each in
+    the column-major layout torch._scaled_mm takes (torchao would copy a row-major one into it at every call)."""
+    return (_cast(weight.t(), config.cast_config_weight, config, mm, GemmInputRole.WEIGHT, 0),
+            _cast(weight.t().contiguous(), config.cast_config_weight_for_grad_input, config, mm,
+                  GemmInputRole.WEIGHT, -1).t())
+
+
 class _FrozenWeightMatmul(torch.autograd.Function):
     """x @ weightᵀ in FP8 whose backward gives the input's gradient only: two of torchao's three GEMMs, and the
-    input is not kept for a weight gradient."""
+    input is not kept for a weight gradient. The weight comes cast (`casts`, weight_casts) or is cast at each use."""
 
     @staticmethod
-    def forward(ctx, x, weight, config: Float8LinearConfig, mm: LinearMMConfig):
-        ctx.save_for_backward(weight)
-        ctx.config, ctx.mm = config, mm
+    def forward(ctx, x, weight, casts, config: Float8LinearConfig, mm: LinearMMConfig):
+        ctx.save_for_backward(weight if casts is None else casts[1])
+        ctx.cast, ctx.config, ctx.mm = casts is None, config, mm
+        forward_weight = (_cast(weight.t(), config.cast_config_weight, config, mm, GemmInputRole.WEIGHT, 0)
+                          if casts is None else casts[0])
         rows = x.reshape(-1, x.shape[-1])
-        out = torch.mm(_cast(rows, config.cast_config_input, config, mm, GemmInputRole.INPUT, -1),
-                       _cast(weight.t(), config.cast_config_weight, config, mm, GemmInputRole.WEIGHT, 0))
+        out = torch.mm(_cast(rows, config.cast_config_input, config, mm, GemmInputRole.INPUT, -1), forward_weight)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
         config, mm = ctx.config, ctx.mm
+        if ctx.cast:
+            weight = _cast(weight.t(), config.cast_config_weight_for_grad_input, config, mm, GemmInputRole.WEIGHT,
+                           -1).t()
         rows = grad.reshape(-1, grad.shape[-1])
         grad_x = torch.mm(_cast(rows, config.cast_config_grad_output, config, mm, GemmInputRole.GRAD_OUTPUT, -1),
-                          _cast(weight.t(), config.cast_config_weight_for_grad_input, config, mm,
-                                GemmInputRole.WEIGHT, -1).t())
-        return grad_x.reshape(*grad.shape[:-1], grad_x.shape[-1]), None, None, None
+                          weight)
+        return grad_x.reshape(*grad.shape[:-1], grad_x.shape[-1]), None, None, None, None
 
 
-def fp8_matmul(x: torch.Tensor, weight: torch.Tensor, config: Float8LinearConfig, mm: LinearMMConfig) -> torch.Tensor:
+def fp8_matmul(x: torch.Tensor, weight: torch.Tensor, config: Float8LinearConfig, mm: LinearMMConfig,
+               casts: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """x @ weightᵀ through FP8 GEMMs: torchao's three (input, weight and their gradients), or two where the weight is
-    frozen."""
+    frozen, which reads `casts` (weight_casts) where given."""
     if weight.requires_grad:
         return matmul_with_hp_or_float8_args.apply(x, weight.t(), mm, config)
-    return _FrozenWeightMatmul.apply(x, weight, config, mm)
+    return _FrozenWeightMatmul.apply(x, weight, casts, config, mm)
 
 
 # Eager, each cast is a dozen small ops dispatched in Python through torchao's tensor subclass, four casts per linear
@@ -80,12 +92,21 @@ class FrozenWeightFloat8Linear(Float8Linear):
     compiled. torchao's backward computes the weight's gradient whether it is wanted or not (autograd then drops
     it): for LoRA's base layers a third of the FP8 GEMM work, and the input kept for it, for nothing."""
 
+    weight_fp8: tuple[torch.Tensor, torch.Tensor] | None = None  # cast_frozen_weight's
+
+    def cast_frozen_weight(self) -> None:
+        """Keep the frozen weight's two float8 casts (weight_casts) for every later step: they never change, and cast
+        at each use they cost two amax reductions and two casts of the whole weight per step (torch.compile cannot
+        know the weight is constant). 2 bytes per weight element; a weight changed in place afterwards is not seen."""
+        with torch.no_grad():
+            self.weight_fp8 = weight_casts(self.weight, self.config, self.linear_mm_config)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # autocast's dtype for the device at hand (torchao's own forward reads the CUDA one only)
         if torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))
         matmul = compiled_fp8_matmul if x.is_cuda else fp8_matmul
-        out = matmul(x, self.weight, self.config, self.linear_mm_config)
+        out = matmul(x, self.weight, self.config, self.linear_mm_config, self.weight_fp8)
         return out if self.bias is None else out + self.bias.to(out.dtype)
 
 
@@ -103,10 +124,12 @@ def fp8_eligible(model: nn.Module):
     return eligible
 
 
-def convert_linears(model: nn.Module, recipe: str = FP8_RECIPES[0]) -> list[str]:
+def convert_linears(model: nn.Module, recipe: str = FP8_RECIPES[0], cast_frozen: bool = True) -> list[str]:
     """Swap `model`'s eligible linears (fp8_eligible) for FP8 ones in place, sharing their parameters; returns their
     names. `recipe`: torchao's tensorwise (one scale per tensor, cuBLAS's kernel, its fastest) or rowwise (a scale
-    per row: more accurate, a slower kernel)."""
+    per row: more accurate, a slower kernel). `cast_frozen`: frozen weights (LoRA's base layers) are cast once, here
+    (FrozenWeightFloat8Linear.cast_frozen_weight); not for a model FSDP will shard, whose every process would hold
+    them whole."""
     if recipe not in FP8_RECIPES:
         raise ValueError(f"FP8 recipe {recipe!r}: expected one of {', '.join(FP8_RECIPES)}")
     config = Float8LinearConfig.from_recipe_name(recipe)
@@ -121,5 +144,10 @@ def convert_linears(model: nn.Module, recipe: str = FP8_RECIPES[0]) -> list[str]
     # torchao's convert_to_float8_training always builds its own Float8Linear: its swap helper takes the class
     swap_linear_layers(model, lambda linear: FrozenWeightFloat8Linear.from_float(linear, config=config),
                        module_filter_fn=pick)
-    log.info("train.fp8: %d linears run FP8 GEMMs (torchao %s scaling)", len(converted), recipe)
+    frozen = [m for n, m in model.named_modules() if n in converted and not m.weight.requires_grad]
+    if cast_frozen:
+        for module in frozen:
+            module.cast_frozen_weight()
+    log.info("train.fp8: %d linears run FP8 GEMMs (torchao %s scaling), %d frozen weights cast %s", len(converted),
+             recipe, len(frozen), "once" if cast_frozen else "at each use")
     return converted

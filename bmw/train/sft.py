@@ -117,7 +117,7 @@ def build_trainer(
         # (DDP, FSDP) in train(); torchao is imported only here: it takes a second and warns on CPU builds
         from bmw.train.float8 import convert_linears
 
-        convert_linears(trainer.model, config.fp8)
+        convert_linears(trainer.model, config.fp8, cast_frozen=not trainer.is_fsdp_enabled)
     if config.compile:
         # last: the adapters, the fused updates and the FP8 linears are what the layers compile with
         log.info("train.compile: %d decoder layers compiled", compile_decoder_layers(trainer.model))
