@@ -1,5 +1,5 @@
-"""Bench models: the tiny Qwen3, SmolLM2-135M's or Qwen3-8B's exact shape with random weights made on the target device, cut to a
-model type by the plan the prune stage makes from the params' defaults.
+"""Bench models: the tiny Qwen3, SmolLM2-135M's or Qwen3-8B's exact shape with random weights made on the target
+device, cut to a model type by the plan the prune stage makes from the params' defaults.
 
 Random weights are enough for throughput: every matmul, attention and kernel is the real size. The 8B model is
 built inside a `torch.device` context in bf16, so its 16 GB of weights never exist on the host.
