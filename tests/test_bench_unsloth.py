@@ -65,7 +65,7 @@ def test_the_bench_records_the_childs_exact_error_and_keeps_the_other_rows(tmp_p
           "--steps", "1", "--warmup", "1", "--no-eval", "--unsloth-site", str(tmp_path / "empty"),
           "--out", str(out)])
     runs = {r["run"]: r for r in json.loads(out.read_text())["train"]}
-    assert list(runs) == ["tuned/lora/original", "project/lora/original/auto", "unsloth/lora/original"]
+    assert list(runs) == ["project/lora/original/auto", "tuned/lora/original", "unsloth/lora/original"]
     assert runs["tuned/lora/original"]["tokens"] > 0 and runs["project/lora/original/auto"]["tokens"] > 0
     failed = runs["unsloth/lora/original"]
     assert failed["error"] == NO_UNSLOTH and failed["mode"] == "unsloth" and failed["seq"] == 64
