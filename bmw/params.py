@@ -268,8 +268,9 @@ class TrainParams(Strict):
     early_stopping_patience: int = Field(3, ge=1)
     gradient_checkpointing: bool = False
     # FP8 GEMMs for the decoder's linears (torchao float8, tensorwise scaling; LoRA: the frozen base weights only).
-    # Off until measured: `bmw bench model --ablate-fp8` (speed) and `--loss-curve` (loss against bf16's noise)
-    fp8: bool = False
+    # auto: where `bmw bench model --ablate-fp8` measured it faster with the 200-step loss curve within bf16's noise:
+    # LoRA with compiled layers on a GPU that runs FP8 matmuls (bmw.train.config.uses_fp8); true: wherever it runs
+    fp8: bool | Literal["auto"] = "auto"
     # torch.compile of each decoder layer (bmw.train.compile), Liger's kernels off, packed batches padded to one shape.
     # auto: where `bmw bench model --ablate-compile` measured it faster with the loss curve within bf16's noise (one
     # CUDA GPU, backend auto, packing, no activation checkpointing: bmw.train.config.compiles_layers); true: wherever

@@ -33,7 +33,8 @@ from bmw.models.variant import load_variant, save_variant
 from bmw.params import BaseModelParams, TrainParams, VariantParams, parse_params
 from bmw.train.backend import resolve_backend
 from bmw.train.checkpoints import resume_point
-from bmw.train.config import compiles_layers, cuda_fast_args, ensure_packing_safe, pad_multiple, run_config
+from bmw.train.config import (compiles_layers, cuda_fast_args, ensure_packing_safe, pad_multiple, run_config,
+                              uses_fp8)
 from bmw.train.data import load_chat_split
 from bmw.train.sft import build_trainer, fit, validation_loss
 from bmw.train.summary import steady_tokens_per_second
@@ -495,8 +496,8 @@ def test_the_stage_trains_evaluates_and_saves_compiled_layers(project, tmp_path)
     ({"compile": True, "packing": True, "fp8": True, "max_length": 1004}, 2008 * 2),  # lcm(2 x 1004, 16)
 ])
 def test_batches_are_padded_to_what_fp8_and_compiled_packing_need(settings, multiple):
-    train = TrainParams(**{"batch_size": 2, "max_length": 4096} | settings)
-    assert pad_multiple(train) == multiple
+    train = TrainParams(**{"batch_size": 2, "max_length": 4096, "fp8": False} | settings)
+    assert pad_multiple(train, train.fp8) == multiple
 
 
 @pytest.mark.parametrize("settings, compiled", [
@@ -513,6 +514,22 @@ def test_compile_auto_compiles_the_layers_only_where_they_were_measured_faster(m
     assert compiles_layers(train) == compiled
     # inductor fuses what Liger's kernels would: they are on only for eager layers
     assert cuda_fast_args(train) == ({} if train.backend != "auto" else {"use_liger_kernel": not compiled})
+
+
+@pytest.mark.parametrize("settings, method, capability, fp8", [
+    ({"packing": True}, "lora", (9, 0), True), ({"packing": True}, "full", (9, 0), False),  # full: not measured
+    ({"packing": True}, "lora", (8, 0), False),  # an A100: no FP8 matmuls
+    ({}, "lora", (9, 0), False),  # unpacked: the layers stay eager, where FP8 was not faster
+    ({"packing": True, "fp8": False}, "lora", (9, 0), False), ({"fp8": True}, "full", (8, 0), True),
+])
+def test_fp8_auto_trains_lora_in_fp8_only_where_it_was_measured_faster(monkeypatch, settings, method, capability,
+                                                                        fp8):
+    train, variant = TrainParams(**settings), VariantParams(method=method)
+    assert uses_fp8(train, variant) == (train.fp8 is True)  # this host: no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a GPU host
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *device: capability)
+    assert uses_fp8(train, variant) == fp8
+    assert not fp8 or pad_multiple(train, fp8) % 16 == 0  # CUDA's FP8 GEMM: every dimension a multiple of 16
 
 
 def test_packing_keeps_sdpa_and_refuses_an_attention_that_mixes_examples(project):

@@ -52,6 +52,23 @@ def cuda_fast_args(train: TrainParams) -> dict:
     return {"use_liger_kernel": liger_runs() and not compiles_layers(train)}
 
 
+def fp8_gpu() -> bool:
+    """Whether this process has a CUDA GPU that runs FP8 matmuls (compute capability 8.9 or more: Ada, Hopper,
+    Blackwell) and torchao to drive them."""
+    return (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+            and importlib.util.find_spec("torchao") is not None)
+
+
+def uses_fp8(train: TrainParams, variant: VariantParams) -> bool:
+    """Whether the variant's decoder linears run FP8 GEMMs (bmw.train.float8). `train.fp8: auto` turns them on where
+    `bmw bench model --ablate-fp8` measured it (one H100, Qwen3-8B's shape, seq 4096, 2 rows: LoRA with compiled
+    layers 1.19x bf16's tokens/s, its 200-step loss curve within bf16's noise): LoRA, its layers compiled
+    (compiles_layers), on a GPU of fp8_gpu. Full fine-tuning was not measured compiled with FP8: auto leaves it bf16."""
+    if train.fp8 != "auto":
+        return train.fp8
+    return variant.method == "lora" and compiles_layers(train) and fp8_gpu()
+
+
 def compiles_layers(train: TrainParams, cuda: bool | None = None) -> bool:
     """Whether the decoder layers are compiled (bmw.train.compile). `train.compile: auto` compiles them where `bmw
     bench model --ablate-compile` measured it (one H100, Qwen3-8B's shape, seq 4096: LoRA 1.09-1.10x, full fine-tuning
@@ -123,7 +140,7 @@ def run_config(train: TrainParams, variant: VariantParams, seed: int, checkpoint
         patience=train.early_stopping_patience,
         packed_attention=packed_attention(train),
         dtype=dtype,
-        fp8=FP8_RECIPES[0] if train.fp8 else None,
+        fp8=FP8_RECIPES[0] if uses_fp8(train, variant) else None,
         compile=compiles_layers(train),
         logits_loss=not torch.cuda.is_available(),
         mask_empty_think=train.mask_empty_think,
@@ -147,7 +164,7 @@ def sft_config(
         lr_scheduler_type=train.scheduler,
         max_length=train.max_length,
         packing=train.packing,
-        pad_to_multiple_of=pad_multiple(train),
+        pad_to_multiple_of=pad_multiple(train, uses_fp8(train, variant)),
         # without packing a batch is padded to its longest row: rows of like length batched together pad less
         # (the embedded default's training split: 17% fewer positions than random batches of 8)
         train_sampling_strategy="random" if train.packing else "group_by_length",
@@ -177,12 +194,12 @@ def sft_config(
     )
 
 
-def pad_multiple(train: TrainParams) -> int | None:
-    """What the collator pads each batch's length to a multiple of. FP8: FP8_ALIGNMENT. Compiled layers with packing
-    (bmw.train.compile): batch_size x max_length, the most a padding-free batch of packs can hold, so that every
-    batch has that one length and the layers compile once."""
+def pad_multiple(train: TrainParams, fp8: bool) -> int | None:
+    """What the collator pads each batch's length to a multiple of. FP8 (`fp8`): FP8_ALIGNMENT. Compiled layers with
+    packing (bmw.train.compile): batch_size x max_length, the most a padding-free batch of packs can hold, so that
+    every batch has that one length and the layers compile once."""
     multiple = train.batch_size * train.max_length if compiles_layers(train) and train.packing else 1
-    multiple = math.lcm(multiple, FP8_ALIGNMENT) if train.fp8 else multiple
+    multiple = math.lcm(multiple, FP8_ALIGNMENT) if fp8 else multiple
     return None if multiple == 1 else multiple
 
 

@@ -61,11 +61,11 @@ def train_variant(
     if plan["type"] != model_type:
         raise ValueError(f"{plan_path(name, plans_dir)} is a plan of type {plan['type']!r}, variant {name!r} is of "
                          f"type {model_type!r}: run the prune stage again")
-    if params.train.fp8:  # the baseline's validation loss runs FP8 GEMMs too, as the trained variants' do
+    if params.train.fp8 is True:  # the baseline's validation loss runs FP8 GEMMs too, as the trained variants' do
         check_fp8(model_device())
     backend = "none" if variant.method == "none" else resolve_backend(
         params.train.backend, weights_on_disk=read_marker(base_dir) is None, packing=params.train.packing,
-        fp8=params.train.fp8, compile=params.train.compile is True)
+        fp8=params.train.fp8 is True, compile=params.train.compile is True)
     if backend == "unsloth":
         model, tokenizer = unsloth_model(base_dir, dtype, plan, variant, params.train, params.seed)
     else:
