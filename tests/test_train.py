@@ -467,25 +467,34 @@ def test_compiled_layers_train_as_eager_ones_on_one_batch_shape_and_one_graph(pr
     assert compiled == pytest.approx(eager, rel=1e-4)
 
 
-def test_the_stage_trains_evaluates_and_saves_compiled_layers(project, tmp_path):
-    """train.compile through the stage's own code, as `auto` runs it on a GPU (here inductor on the CPU): evaluation
-    between steps, checkpoints, the best one reloaded into the compiled model, the variant saved. The variant holds
-    the model's own parameter names (no compiled wrapper's) and reloads; no step compiles a graph of its own."""
-    data = {**PARAMS, "train": {**PARAMS["train"], "compile": True, "packing": True}}
+@pytest.mark.parametrize("variant, fp8, graphs", [
+    ("full", False, 2),  # the training steps' graph and the evaluation's
+    ("lora", True, 3),  # and the first layer's, whose input (the frozen embeddings') needs no gradient
+])
+def test_the_stage_trains_evaluates_and_saves_compiled_layers(project, tmp_path, variant, fp8, graphs):
+    """train.compile through the stage's own code, as `auto` runs it on a GPU (here inductor on the CPU), LoRA with
+    FP8 linears inside the layers as `train.fp8: auto` adds them there: evaluation between steps, checkpoints, the
+    best one reloaded into the compiled model, the variant saved. The variant holds the model's own parameter names
+    (no compiled wrapper's, no FP8 casts) and reloads; no step compiles a graph of its own."""
+    data = {**PARAMS, "train": {**PARAMS["train"], "compile": True, "packing": True, "fp8": fp8}}
     torch._dynamo.reset()
     counters.clear()
     out, metrics_dir = tmp_path / "variant", tmp_path / "metrics"
-    metrics = train_variant("full", parse_params(data), out, metrics_dir, tmp_path / "ck",
+    metrics = train_variant(variant, parse_params(data), out, metrics_dir, tmp_path / "ck",
                             base_dir=project / "models" / "base", plans_dir=project / "models" / "plans",
                             data_dir=project / "data" / "processed")
-    assert metrics["trained"] and metrics["changed_tensors"] == 36 and metrics["steps"] >= 3
+    assert metrics["trained"] and metrics["changed_tensors"] == {"full": 36, "lora": 42}[variant]
+    assert metrics["steps"] >= 3
     eval_curve = curve(metrics_dir / "plots" / "metrics" / "eval" / "loss.tsv")
     assert len(eval_curve) >= 2 and metrics["best_eval_loss"] == min(v for _, v in eval_curve)
-    assert counters["stats"]["unique_graphs"] <= 2  # the training steps' graph and the evaluation's
+    assert counters["stats"]["unique_graphs"] <= graphs
     reloaded, tokenizer = load_variant(out)
     base, _ = load_base(project / "models" / "base")
     planned = apply_plan(base, PLAN)
-    assert set(reloaded.state_dict()) == set(planned.state_dict())
+    names = set(reloaded.state_dict())
+    assert not any("_orig_mod" in name or "fp8" in name for name in names)
+    if variant == "full":  # LoRA's variant is its adapter, named over the base
+        assert names == set(planned.state_dict())
     ids = sample_ids(tokenizer)
     assert not torch.allclose(logits(reloaded, ids), logits(planned, ids))
 
