@@ -73,8 +73,9 @@ def plan_runs(a: argparse.Namespace) -> list[RunSpec]:
              for m in a.methods for attn in a.tuned_attn if "tuned" in a.baselines]
     runs += [RunSpec(attn=a.attn[0], profile=a.profile, **project[m]) for m in a.methods]
     if a.ablate_compile:  # the other setting of train.compile than auto's here, with the FP8 recipes too
-        runs += [RunSpec(attn=a.attn[0], compile=not compiled(RunSpec(**project[m])), fp8=r, profile=a.profile,
-                         **project[m]) for m in a.methods for r in [None, *(a.fp8_recipes if a.ablate_fp8 else [])]]
+        runs += [RunSpec(attn=a.attn[0], compile=not compiled(RunSpec(attn=a.attn[0], **project[m])), fp8=r,
+                         profile=a.profile, **project[m])
+                 for m in a.methods for r in [None, *(a.fp8_recipes if a.ablate_fp8 else [])]]
     if a.ablate_liger:
         runs += [RunSpec(attn=a.attn[0], liger=False, compile=False, **project[m]) for m in a.methods]
     if a.ablate_casts and "lora" in a.methods:
